@@ -1,0 +1,105 @@
+"""`voxserve serve | say | voices`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, BinaryIO
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from voxserve.errors import VoxError
+from voxserve.service.bootstrap import build_speech_service
+from voxserve.service.speech import SpeechJob, SpeechService
+from voxserve.settings import Settings, load_settings
+
+app = typer.Typer(help="voxserve: a self-hosted, OpenAI-compatible speech server.", no_args_is_help=True)
+console = Console(stderr=True)
+
+ConfigOption = Annotated[Path | None, typer.Option("--config", help="TOML settings file.", exists=True)]
+VoicesDirOption = Annotated[Path | None, typer.Option("--voices-dir", help="Directory of Piper .onnx voices.")]
+
+
+def _settings(config: Path | None, **flags: object) -> Settings:
+    try:
+        return load_settings(config, **flags)
+    except VoxError as exc:
+        console.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+    voices_dir: VoicesDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run the HTTP server."""
+    import uvicorn
+
+    from voxserve.api.app import create_app
+
+    settings = _settings(config, host=host, port=port, voices_dir=voices_dir)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+
+
+@app.command()
+def say(
+    text: Annotated[str, typer.Argument(help="What to say.")],
+    voice: Annotated[str | None, typer.Option("-v", "--voice", help="Voice id or alias.")] = None,
+    response_format: Annotated[str, typer.Option("-f", "--format", help="mp3|opus|aac|flac|wav|pcm.")] = "wav",
+    speed: Annotated[float, typer.Option(min=0.25, max=4.0)] = 1.0,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="File to write (default: stdout).")] = None,
+    voices_dir: VoicesDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Synthesize TEXT in-process (no server) and write the audio."""
+    settings = _settings(config, voices_dir=voices_dir, warmup=False)
+    if response_format not in ("mp3", "opus", "aac", "flac", "wav", "pcm"):
+        console.print(f"[red]error:[/red] unknown format {response_format!r}")
+        raise typer.Exit(2)
+    speech = build_speech_service(settings)
+    job = SpeechJob(text=text, voice=voice or settings.default_voice, speed=speed, response_format=response_format)
+    try:
+        if output is None:
+            asyncio.run(_write(speech, job, sys.stdout.buffer))
+        else:
+            with output.open("wb") as sink:
+                asyncio.run(_write(speech, job, sink))
+    except VoxError as exc:
+        console.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(1) from exc
+    finally:
+        speech.close()
+
+
+async def _write(speech: SpeechService, job: SpeechJob, sink: BinaryIO) -> None:
+    stream = speech.open(job)
+    sink.write(await stream.body())
+    sink.flush()
+    console.print(f"{stream.trace.audio_s:.2f} s of audio in {stream.trace.finished_s or 0:.2f} s ({stream.voice.id})")
+
+
+@app.command()
+def voices(
+    voices_dir: VoicesDirOption = None,
+    config: ConfigOption = None,
+    engine: Annotated[str | None, typer.Option(help="Only this engine's voices (piper, espeak).")] = None,
+) -> None:
+    """List the voices the server would offer."""
+    settings = _settings(config, voices_dir=voices_dir)
+    speech = build_speech_service(settings)
+    try:
+        table = Table("id", "engine", "language", "sample rate", title="voices")
+        for info in speech.registry.voices():
+            if engine is None or info.engine == engine:
+                table.add_row(info.id, info.engine, info.language, str(info.sample_rate))
+        Console().print(table)
+    finally:
+        speech.close()

@@ -1,0 +1,45 @@
+"""The `Engine` protocol: what the scheduler runs and the service prepares input for."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from voxserve.types import SynthesisParams, VoiceInfo
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedSegment:
+    """One segment ready for the model: its parameters (the segment's text and the voice) and, for engines
+    that take them, its phonemes and phoneme ids."""
+
+    params: SynthesisParams
+    phonemes: str = ""
+    phoneme_ids: tuple[int, ...] = ()
+
+
+class Engine(Protocol):
+    """A speech engine. Synchronous and free of I/O: the scheduler calls `run` from its worker threads."""
+
+    name: str
+    supports_batching: bool
+    supports_instructions: bool
+
+    def voices(self) -> Sequence[VoiceInfo]:
+        """Every voice this engine can speak."""
+        ...
+
+    def prepare(self, params: SynthesisParams) -> PreparedSegment:
+        """Turn one segment's text into model input (phonemes, ids). Cheap; runs outside the workers."""
+        ...
+
+    def run(self, batch: Sequence[PreparedSegment]) -> list[np.ndarray]:
+        """Synthesize a batch: one float32 mono array per item, in order, at the voice's sample rate."""
+        ...
+
+    def warmup(self) -> None:
+        """Run each model once so the first request does not pay for lazy initialization."""
+        ...

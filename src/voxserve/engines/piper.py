@@ -1,0 +1,146 @@
+"""Piper (VITS) voices on onnxruntime: the bundled `en_US-joe-medium` and any `.onnx` + `.onnx.json` pair."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from voxserve.engines.base import PreparedSegment
+from voxserve.errors import ConfigError, EngineError
+from voxserve.frontend.phonemize import Phonemizer
+from voxserve.types import SynthesisParams, VoiceInfo
+
+_BOS, _EOS, _PAD = "^", "$", "_"
+SPEAKER_SEPARATOR = "@"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionOptions:
+    """How each onnxruntime session runs: threads per call, and whether idle threads spin."""
+
+    intra_op_threads: int = 1
+    allow_spinning: bool = False
+
+    def build(self) -> ort.SessionOptions:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.intra_op_threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.enable_cpu_mem_arena = True
+        # Spinning threads steal the cores other workers need; only a lone worker may spin.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.allow_spinning else "0")
+        return options
+
+
+def find_piper_models(directory: Path) -> list[Path]:
+    """Every `NAME.onnx` in `directory` (recursively) that has its `NAME.onnx.json` beside it."""
+    if not directory.is_dir():
+        raise ConfigError(f"voices directory not found: {directory}")
+    return sorted(path for path in directory.rglob("*.onnx") if path.with_name(path.name + ".json").is_file())
+
+
+class PiperModel:
+    """One Piper `.onnx` file and its config; one onnxruntime session shared by every worker and speaker."""
+
+    def __init__(self, model_path: Path, options: SessionOptions) -> None:
+        config_path = model_path.with_name(model_path.name + ".json")
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+            self.sample_rate = int(config["audio"]["sample_rate"])
+            self.espeak_voice = str(config["espeak"]["voice"])
+            self.phoneme_id_map: dict[str, list[int]] = config["phoneme_id_map"]
+            inference = config.get("inference", {})
+            self.speaker_ids: dict[str, int] = config.get("speaker_id_map") or {}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"cannot read Piper voice config {config_path}: {exc}") from exc
+        try:
+            self.session = ort.InferenceSession(str(model_path), options.build(), providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises pybind types with no common base
+            raise ConfigError(f"cannot load Piper model {model_path}: {exc}") from exc
+        self.name = model_path.name.removesuffix(".onnx")
+        self.language = str(config.get("language", {}).get("code", self.espeak_voice))
+        self.phoneme_map: dict[str, list[str]] = config.get("phoneme_map") or {}
+        self.noise_scale = float(inference.get("noise_scale", 0.667))
+        self.length_scale = float(inference.get("length_scale", 1.0))
+        self.noise_w = float(inference.get("noise_w", 0.8))
+        self._takes_speaker = any(i.name == "sid" for i in self.session.get_inputs())
+
+    def voices(self) -> list[VoiceInfo]:
+        if len(self.speaker_ids) <= 1:
+            return [VoiceInfo(self.name, "piper", self.language, self.sample_rate, self.name)]
+        return [
+            VoiceInfo(f"{self.name}{SPEAKER_SEPARATOR}{speaker}", "piper", self.language, self.sample_rate, self.name,
+                      speakers=(speaker,))
+            for speaker in self.speaker_ids
+        ]  # fmt: skip
+
+    def phoneme_ids(self, phonemes: str) -> tuple[int, ...]:
+        """Piper's id layout: `^ _ (phoneme _)* $`; phonemes the voice does not know are dropped."""
+        pad = self.phoneme_id_map[_PAD]
+        ids = [*self.phoneme_id_map[_BOS], *pad]
+        for phoneme in phonemes:
+            for mapped in self.phoneme_map.get(phoneme, [phoneme]):
+                if mapped in self.phoneme_id_map:
+                    ids += [*self.phoneme_id_map[mapped], *pad]
+        ids += self.phoneme_id_map[_EOS]
+        return tuple(ids)
+
+    def synthesize(self, segment: PreparedSegment) -> np.ndarray:
+        params = segment.params
+        scales = np.array(
+            [
+                self.noise_scale if params.noise_scale is None else params.noise_scale,
+                self.length_scale / params.speed,
+                self.noise_w if params.noise_w is None else params.noise_w,
+            ],
+            dtype=np.float32,
+        )
+        inputs = {
+            "input": np.array([segment.phoneme_ids], dtype=np.int64),
+            "input_lengths": np.array([len(segment.phoneme_ids)], dtype=np.int64),
+            "scales": scales,
+        }
+        if self._takes_speaker:
+            speaker = params.voice.speakers[0] if params.voice.speakers else None
+            inputs["sid"] = np.array([self.speaker_ids.get(speaker, 0) if speaker else 0], dtype=np.int64)
+        try:
+            audio = self.session.run(None, inputs)[0]
+        except Exception as exc:  # onnxruntime raises pybind types with no common base
+            raise EngineError(f"Piper voice {self.name} failed: {exc}") from exc
+        return np.ascontiguousarray(audio.reshape(-1), dtype=np.float32)
+
+
+class PiperEngine:
+    """Every loaded Piper model; each segment runs as one onnxruntime call (padded batching of VITS is ~2x
+    slower than sequential calls on CPU, so this engine does not batch)."""
+
+    name = "piper"
+    supports_batching = False
+    supports_instructions = False
+
+    def __init__(self, model_paths: Sequence[Path], phonemizer: Phonemizer, options: SessionOptions) -> None:
+        self._phonemizer = phonemizer
+        self._models = [PiperModel(path, options) for path in model_paths]
+        self._by_voice = {voice.id: model for model in self._models for voice in model.voices()}
+
+    def voices(self) -> list[VoiceInfo]:
+        return [voice for model in self._models for voice in model.voices()]
+
+    def prepare(self, params: SynthesisParams) -> PreparedSegment:
+        model = self._by_voice[params.voice.id]
+        phonemes = self._phonemizer.phonemize(params.text, model.espeak_voice)
+        return PreparedSegment(params, phonemes, model.phoneme_ids(phonemes))
+
+    def run(self, batch: Sequence[PreparedSegment]) -> list[np.ndarray]:
+        return [self._by_voice[segment.params.voice.id].synthesize(segment) for segment in batch]
+
+    def warmup(self) -> None:
+        for model in self._models:
+            voice = model.voices()[0]
+            self.run([self.prepare(SynthesisParams(text="Warm up.", voice=voice))])

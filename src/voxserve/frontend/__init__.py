@@ -1,0 +1,1 @@
+"""Text front end: normalize, segment, phonemize."""

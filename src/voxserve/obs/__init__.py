@@ -1,0 +1,1 @@
+"""Observability: request traces (and later metrics, probes, diagnosis)."""

@@ -1,0 +1,1 @@
+"""Runs engine work on a worker pool sized to the hardware."""

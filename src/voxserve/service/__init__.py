@@ -1,0 +1,1 @@
+"""Services: a request becomes a lazy stream of audio."""

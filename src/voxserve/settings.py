@@ -1,0 +1,98 @@
+"""The one `Settings` object: defaults < config file (TOML) < environment (`VOXSERVE_*`) < CLI flags.
+
+It is built once, at start-up, and passed down; no other module reads the environment."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Self
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from voxserve.errors import ConfigError
+
+OPENAI_VOICE_NAMES = (
+    "alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer", "verse", "marin", "cedar",
+)  # fmt: skip
+OPENAI_MODEL_NAMES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+
+
+def available_cores() -> int:
+    """Cores this process may run on (the affinity mask, not the machine's total)."""
+    return len(os.sched_getaffinity(0))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VOXSERVE_", frozen=True, extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    log_level: str = "info"
+
+    default_voice: str = "en_US-joe-medium"
+    voices_dir: Path | None = None
+    voice_aliases: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra voice names mapped onto real voice ids; OpenAI's names map onto default_voice unless set here.",
+    )
+    espeak_voices: bool = True
+
+    max_input_chars: int = Field(4096, ge=1)
+    workers: int = Field(0, ge=0, description="Engine worker threads; 0 = one per core.")
+    intra_op_threads: int = Field(0, ge=0, description="onnxruntime threads per worker; 0 = cores // workers.")
+    warmup: bool = True
+
+    noise_scale: float | None = Field(None, ge=0.0, description="Override every Piper voice's noise scale.")
+    noise_w: float | None = Field(None, ge=0.0, description="Override every Piper voice's duration noise.")
+
+    first_segment_max_chars: int = Field(60, ge=8)
+    max_segment_chars: int = Field(300, ge=16)
+    crossfade_ms: float = Field(8.0, ge=0.0, le=100.0)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
+
+    @model_validator(mode="after")
+    def _fit_workers_to_cores(self) -> Self:
+        cores = available_cores()
+        if self.workers and self.intra_op_threads and self.workers * self.intra_op_threads > cores:
+            raise ValueError(
+                f"workers x intra_op_threads = {self.workers * self.intra_op_threads} exceeds the {cores} cores available"
+            )
+        return self
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or available_cores()
+
+    @property
+    def threads_per_worker(self) -> int:
+        return self.intra_op_threads or max(1, available_cores() // self.worker_count)
+
+    def resolved_aliases(self) -> dict[str, str]:
+        """OpenAI voice names onto the default voice, overlaid by the configured aliases."""
+        return {name: self.default_voice for name in OPENAI_VOICE_NAMES} | self.voice_aliases
+
+
+def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
+    """Build the settings from a TOML file (optional), the environment and flags (`None` flags are ignored)."""
+    given = {key: value for key, value in flags.items() if value is not None}
+    try:
+        if config_file is None:
+            return Settings(**given)
+        if not config_file.is_file():
+            raise ConfigError(f"config file not found: {config_file}")
+        file_config = SettingsConfigDict(**{**Settings.model_config, "toml_file": config_file})
+        return type("Settings", (Settings,), {"model_config": file_config})(**given)
+    except ValueError as exc:
+        raise ConfigError(f"invalid settings: {exc}") from exc

@@ -1,0 +1,45 @@
+"""Leaf data types shared by every layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class AudioChunk:
+    """Mono float32 audio in [-1, 1] at `sample_rate`; audio stays in this form until it is encoded."""
+
+    samples: np.ndarray
+    sample_rate: int
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceInfo:
+    """A voice a client can name: `id` is what goes in the request's `voice` field."""
+
+    id: str
+    engine: str
+    language: str
+    sample_rate: int
+    name: str
+    speakers: tuple[str, ...] = ()
+    supports_instructions: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SynthesisParams:
+    """What to say and how, resolved to a concrete voice. `None` scales mean "the voice's default"."""
+
+    text: str
+    voice: VoiceInfo
+    speed: float = 1.0
+    noise_scale: float | None = None
+    noise_w: float | None = None
+    instructions: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
