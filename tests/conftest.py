@@ -1,0 +1,110 @@
+"""Shared fixtures: the real server on 127.0.0.1 (bundled voice, deterministic noise), clients, audio decoding."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import httpx
+import numpy as np
+import openai
+import pytest
+
+from tests.voicegen import write_tone_voice
+
+READY_TIMEOUT_S = 90
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def decode(data: bytes) -> tuple[np.ndarray, int]:
+    """Decode any container PyAV reads to mono float32 samples and their rate."""
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.audio[0]
+        frames = [frame.to_ndarray().astype(np.float32) for frame in container.decode(stream)]
+        rate = stream.codec_context.sample_rate
+    samples = np.concatenate([frame.reshape(frame.shape[0], -1)[0] for frame in frames]) if frames else np.zeros(0)
+    return samples, rate
+
+
+def decode_pcm(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+
+
+class ServerProcess:
+    """`voxserve serve` in a subprocess, bound to 127.0.0.1 on a free port."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log = log_path.open("wb")
+        command = [str(Path(sys.executable).with_name("voxserve")), "serve", "--port", str(self.port)]
+        self.process = subprocess.Popen(command, env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT)
+        self._log_path = log_path
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self._log_path.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"server not ready in {READY_TIMEOUT_S} s:\n{self._log_path.read_text()}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self._log.close()
+
+
+@pytest.fixture(scope="session")
+def voices_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("voices")
+    write_tone_voice(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory, voices_dir: Path) -> Iterator[ServerProcess]:
+    """Deterministic (noise scales 0) so streamed and buffered audio can be compared sample for sample."""
+    env = {
+        "VOXSERVE_NOISE_SCALE": "0",
+        "VOXSERVE_NOISE_W": "0",
+        "VOXSERVE_VOICES_DIR": str(voices_dir),
+        "VOXSERVE_VOICE_ALIASES": '{"tone": "en_US-tone-test@alice"}',
+    }
+    process = ServerProcess(env, tmp_path_factory.mktemp("logs") / "server.log")
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def http(server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        yield client
+
+
+@pytest.fixture
+def openai_client(server: ServerProcess) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
