@@ -14,8 +14,20 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from voxserve.errors import ConfigError
 
 OPENAI_VOICE_NAMES = (
-    "alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer", "verse", "marin", "cedar",
-)  # fmt: skip
+    "alloy",
+    "ash",
+    "ballad",
+    "coral",
+    "echo",
+    "fable",
+    "onyx",
+    "nova",
+    "sage",
+    "shimmer",
+    "verse",
+    "marin",
+    "cedar",
+)
 OPENAI_MODEL_NAMES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 
 
@@ -35,7 +47,7 @@ class Settings(BaseSettings):
     voices_dir: Path | None = None
     voice_aliases: dict[str, str] = Field(
         default_factory=dict,
-        description="Extra voice names mapped onto real voice ids; OpenAI's names map onto default_voice unless set here.",
+        description="Voice names mapped onto voice ids; OpenAI's names map onto default_voice unless set here.",
     )
     espeak_voices: bool = True
 
@@ -67,7 +79,7 @@ class Settings(BaseSettings):
         cores = available_cores()
         if self.workers and self.intra_op_threads and self.workers * self.intra_op_threads > cores:
             raise ValueError(
-                f"workers x intra_op_threads = {self.workers * self.intra_op_threads} exceeds the {cores} cores available"
+                f"workers x intra_op_threads = {self.workers * self.intra_op_threads} exceeds {cores} available cores"
             )
         return self
 

@@ -78,7 +78,9 @@ def test_buffered_wav_has_exact_sizes(http: httpx.Client) -> None:
 
 def test_first_audio_arrives_long_before_synthesis_ends(http: httpx.Client) -> None:
     started = time.perf_counter()
-    with http.stream("POST", "/v1/audio/speech", json={"input": LONG_TEXT, "voice": VOICE, "response_format": "pcm"}) as r:
+    with http.stream(
+        "POST", "/v1/audio/speech", json={"input": LONG_TEXT, "voice": VOICE, "response_format": "pcm"}
+    ) as r:
         chunks = r.iter_bytes()
         next(chunks)
         first_chunk_s = time.perf_counter() - started
@@ -90,7 +92,9 @@ def test_first_audio_arrives_long_before_synthesis_ends(http: httpx.Client) -> N
 
 
 def test_streamed_pcm_equals_buffered_pcm(http: httpx.Client) -> None:
-    with http.stream("POST", "/v1/audio/speech", json={"input": LONG_TEXT, "voice": VOICE, "response_format": "pcm"}) as r:
+    with http.stream(
+        "POST", "/v1/audio/speech", json={"input": LONG_TEXT, "voice": VOICE, "response_format": "pcm"}
+    ) as r:
         pieces = list(r.iter_bytes())
     buffered = speech(http, LONG_TEXT, response_format="pcm", stream=False)
     assert len(pieces) > 1
@@ -159,7 +163,9 @@ def test_instructions_are_accepted_and_reported_ignored(http: httpx.Client) -> N
 
 @pytest.mark.parametrize("voice", ["espeak:en-us", "espeak:de", "espeak:fr", "espeak:es"])
 def test_espeak_voices_speak_their_languages(http: httpx.Client, voice: str) -> None:
-    response = http.post("/v1/audio/speech", json={"input": "One, two, three.", "voice": voice, "response_format": "wav"})
+    response = http.post(
+        "/v1/audio/speech", json={"input": "One, two, three.", "voice": voice, "response_format": "wav"}
+    )
     assert response.status_code == 200
     samples, _ = decode(response.content)
     assert np.abs(samples).max() > 0.05

@@ -14,7 +14,9 @@ router = APIRouter()
 
 @router.get("/v1/models")
 async def list_models(speech: SpeechService = Depends(get_speech)) -> dict[str, object]:
-    models = [{"id": name, "object": "model", "created": 0, "owned_by": "voxserve"} for name in speech.registry.models()]
+    models = [
+        {"id": name, "object": "model", "created": 0, "owned_by": "voxserve"} for name in speech.registry.models()
+    ]
     return {"object": "list", "data": models}
 
 

@@ -18,9 +18,7 @@ router = APIRouter()
 
 
 @router.post("/v1/audio/speech", response_model=None)
-async def create_speech(
-    body: SpeechRequest, request: Request, speech: SpeechService = Depends(get_speech)
-) -> Response:
+async def create_speech(body: SpeechRequest, request: Request, speech: SpeechService = Depends(get_speech)) -> Response:
     stream = speech.open(body.to_job(), request.headers.get("x-request-id"))
     if body.stream_format == "sse":
         return await _streaming_response(_sse_events(stream), "text/event-stream", stream)
@@ -50,8 +48,13 @@ async def _sse_events(stream: SpeechStream) -> AsyncIterator[bytes]:
             yield _event({"type": "speech.audio.delta", "audio": base64.b64encode(piece).decode()})
     summary = stream.trace.summary()
     chars = stream.trace.input_chars
-    usage = {"input_tokens": chars, "output_tokens": 0, "total_tokens": chars, "input_characters": chars,
-             "audio_seconds": summary["audio_s"]}  # fmt: skip
+    usage = {
+        "input_tokens": chars,
+        "output_tokens": 0,
+        "total_tokens": chars,
+        "input_characters": chars,
+        "audio_seconds": summary["audio_s"],
+    }
     yield _event({"type": "speech.audio.done", "usage": usage, "timing": summary})
 
 

@@ -73,8 +73,20 @@ def wav_header(sample_rate_hz: int, data_bytes: int) -> bytes:
     riff_bytes = _UNKNOWN_SIZE if data_bytes == _UNKNOWN_SIZE else 36 + data_bytes
     return struct.pack(
         "<4sI4s4sIHHIIHH4sI",
-        b"RIFF", riff_bytes, b"WAVE", b"fmt ", 16, 1, 1, sample_rate_hz, sample_rate_hz * 2, 2, 16, b"data", data_bytes,
-    )  # fmt: skip
+        b"RIFF",
+        riff_bytes,
+        b"WAVE",
+        b"fmt ",
+        16,
+        1,
+        1,
+        sample_rate_hz,
+        sample_rate_hz * 2,
+        2,
+        16,
+        b"data",
+        data_bytes,
+    )
 
 
 class PcmEncoder:

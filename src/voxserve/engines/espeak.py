@@ -24,7 +24,7 @@ _SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), 
 
 
 class _EspeakVoice(ctypes.Structure):
-    _fields_ = [  # noqa: RUF012 - ctypes wants a plain list
+    _fields_ = [
         ("name", ctypes.c_char_p),
         ("languages", ctypes.c_void_p),
         ("identifier", ctypes.c_char_p),
@@ -85,8 +85,9 @@ class EspeakEngine:
             voice = listed[index].contents
             for language in _languages(voice):
                 voice_id = VOICE_PREFIX + language
-                voices.setdefault(voice_id, VoiceInfo(voice_id, self.name, language, self.sample_rate,
-                                                      voice.name.decode()))  # fmt: skip
+                voices.setdefault(
+                    voice_id, VoiceInfo(voice_id, self.name, language, self.sample_rate, voice.name.decode())
+                )
             index += 1
         return voices
 

@@ -75,10 +75,16 @@ class PiperModel:
         if len(self.speaker_ids) <= 1:
             return [VoiceInfo(self.name, "piper", self.language, self.sample_rate, self.name)]
         return [
-            VoiceInfo(f"{self.name}{SPEAKER_SEPARATOR}{speaker}", "piper", self.language, self.sample_rate, self.name,
-                      speakers=(speaker,))
+            VoiceInfo(
+                f"{self.name}{SPEAKER_SEPARATOR}{speaker}",
+                "piper",
+                self.language,
+                self.sample_rate,
+                self.name,
+                speakers=(speaker,),
+            )
             for speaker in self.speaker_ids
-        ]  # fmt: skip
+        ]
 
     def phoneme_ids(self, phonemes: str) -> tuple[int, ...]:
         """Piper's id layout: `^ _ (phoneme _)* $`; phonemes the voice does not know are dropped."""

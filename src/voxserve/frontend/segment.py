@@ -6,9 +6,12 @@ import re
 
 # Words that end in a period without ending a sentence.
 _ABBREVIATIONS = frozenset(
-    "mr mrs ms dr prof sr jr st mt ft vs etc e.g i.e a.m p.m no fig approx dept est inc ltd co corp jan feb mar apr "
-    "jun jul aug sep sept oct nov dec mon tue wed thu fri sat sun".split()
-)
+    {
+        "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "mt", "ft", "vs", "etc", "e.g", "i.e", "a.m", "p.m",
+        "no", "fig", "approx", "dept", "est", "inc", "ltd", "co", "corp", "jan", "feb", "mar", "apr", "jun", "jul",
+        "aug", "sep", "sept", "oct", "nov", "dec", "mon", "tue", "wed", "thu", "fri", "sat", "sun",
+    }
+)  # fmt: skip
 _SENTENCE_END = re.compile(r"""(?<=[.!?…])["'”’)\]]*\s+""")
 _CLAUSE_END = re.compile(r"""[,;:—–]["'”’)\]]*\s+""")
 _WHITESPACE = re.compile(r"\s+")

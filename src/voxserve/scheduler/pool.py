@@ -51,7 +51,8 @@ class Scheduler:
         self._queue: queue.PriorityQueue[tuple[int, int, _Job | None]] = queue.PriorityQueue()
         self._sequence = itertools.count()
         self._threads = [
-            threading.Thread(target=self._work, name=f"voxserve-worker-{index}", daemon=True) for index in range(workers)
+            threading.Thread(target=self._work, name=f"voxserve-worker-{index}", daemon=True)
+            for index in range(workers)
         ]
         for thread in self._threads:
             thread.start()

