@@ -1,5 +1,5 @@
 # Two entry points a new machine needs: `make serve` and `make test`. Each builds/refreshes .venv first.
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed

