@@ -171,6 +171,12 @@ def test_espeak_voices_speak_their_languages(http: httpx.Client, voice: str) -> 
     assert np.abs(samples).max() > 0.05
 
 
+def test_voice_may_be_given_as_an_object(http: httpx.Client) -> None:
+    response = http.post("/v1/audio/speech", json={"input": "Hi.", "voice": {"id": "alloy"}, "response_format": "wav"})
+    assert response.status_code == 200
+    assert response.headers["x-voxserve-voice"] == VOICE
+
+
 def test_engine_model_name_selects_engine_voices(http: httpx.Client) -> None:
     response = http.post("/v1/audio/speech", json={"model": "espeak", "input": "Bonjour.", "voice": "fr"})
     assert response.status_code == 200
