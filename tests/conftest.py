@@ -101,6 +101,13 @@ def server(tmp_path_factory: pytest.TempPathFactory, voices_dir: Path) -> Iterat
 
 @pytest.fixture
 def http(server: ServerProcess) -> Iterator[httpx.Client]:
+    """A client that bypasses the audio cache, so every request really synthesizes."""
+    with httpx.Client(base_url=server.url, timeout=60, headers={"Cache-Control": "no-store"}) as client:
+        yield client
+
+
+@pytest.fixture
+def http_cached(server: ServerProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=60) as client:
         yield client
 

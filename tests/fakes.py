@@ -15,16 +15,18 @@ FAKE_VOICE = VoiceInfo("fake", "fake", "en", 1000, "fake")
 
 
 class FakeEngine:
-    """Returns one sample per character of the segment text, valued by the text's length; records the order it
-    ran segments in; it can be held at a gate to build up a queue, or slowed by `delay_s` per segment."""
+    """Returns one sample per character of the segment text, valued by the text's length. It records what it ran
+    (texts, batches, solo flags); it can be held at a gate to build up a queue, or slowed by `delay_s` per call."""
 
     name = "fake"
-    supports_batching = False
     supports_instructions = False
 
-    def __init__(self, delay_s: float = 0.0) -> None:
+    def __init__(self, delay_s: float = 0.0, supports_batching: bool = False) -> None:
         self.delay_s = delay_s
+        self.supports_batching = supports_batching
         self.ran: list[str] = []
+        self.batches: list[list[str]] = []
+        self.solo: list[bool] = []
         self.gate = threading.Event()
         self.gate.set()
         self.started = threading.Event()
@@ -35,17 +37,17 @@ class FakeEngine:
     def prepare(self, params: SynthesisParams) -> PreparedSegment:
         return PreparedSegment(params)
 
-    def run(self, batch: Sequence[PreparedSegment]) -> list[np.ndarray]:
+    def run(self, batch: Sequence[PreparedSegment], *, solo: bool = False) -> list[np.ndarray]:
         self.started.set()
         self.gate.wait(timeout=10)
         time.sleep(self.delay_s)
-        outputs = []
-        for segment in batch:
-            if segment.params.text == "fail":
-                raise RuntimeError("boom")
-            self.ran.append(segment.params.text)
-            outputs.append(np.full(len(segment.params.text), len(segment.params.text) / 100, dtype=np.float32))
-        return outputs
+        texts = [segment.params.text for segment in batch]
+        if "fail" in texts:
+            raise RuntimeError("boom")
+        self.ran += texts
+        self.batches.append(texts)
+        self.solo.append(solo)
+        return [np.full(len(text), len(text) / 100, dtype=np.float32) for text in texts]
 
     def warmup(self) -> None:
         pass

@@ -18,6 +18,10 @@ class VoxError(Exception):
         if code is not None:
             self.code = code
 
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the response carries besides the body."""
+        return {}
+
     def to_dict(self) -> dict[str, dict[str, str | None]]:
         return {"error": {"message": self.message, "type": self.error_type, "param": self.param, "code": self.code}}
 
@@ -53,6 +57,9 @@ class NotReadyError(VoxError):
     error_type = "server_error"
     code = "not_ready"
 
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
+
 
 class EngineError(VoxError):
     """An engine failed while synthesizing; the request fails, the server stays up."""
@@ -66,3 +73,32 @@ class ConfigError(VoxError):
     """Settings or voice files that cannot be used; raised at start-up."""
 
     code = "config_error"
+
+
+class QueueFullError(VoxError):
+    """Admission control refused the request; `retry_after_s` estimates when the queue has room."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+    code = "queue_full"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+class DeadlineExceededError(VoxError):
+    status_code = 504
+    error_type = "server_error"
+    code = "deadline_exceeded"
+
+
+class ClientDisconnectedError(VoxError):
+    """The client went away; nothing is sent, the request's queued work is dropped."""
+
+    status_code = 499
+    error_type = "invalid_request_error"
+    code = "client_disconnected"

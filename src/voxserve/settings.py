@@ -54,7 +54,18 @@ class Settings(BaseSettings):
     max_input_chars: int = Field(4096, ge=1)
     workers: int = Field(0, ge=0, description="Engine worker threads; 0 = one per core.")
     intra_op_threads: int = Field(0, ge=0, description="onnxruntime threads per worker; 0 = cores // workers.")
+    solo_intra_op_threads: int = Field(0, ge=0, description="threads for a segment that runs alone; 0 = all cores.")
     warmup: bool = True
+
+    max_queue_size: int = Field(256, ge=0, description="Queued segments before new requests get 429; 0 = no limit.")
+    request_timeout_s: float = Field(120.0, gt=0)
+    max_batch_size: int = Field(1, ge=1)
+    max_queue_delay_ms: float = Field(2.0, ge=0)
+
+    phoneme_cache_size: int = Field(10_000, ge=0)
+    audio_cache_bytes: int = Field(64 * 2**20, ge=0)
+    audio_cache_dir: Path | None = None
+    audio_cache_disk_bytes: int = Field(2**30, ge=0)
 
     noise_scale: float | None = Field(None, ge=0.0, description="Override every Piper voice's noise scale.")
     noise_w: float | None = Field(None, ge=0.0, description="Override every Piper voice's duration noise.")
@@ -90,6 +101,10 @@ class Settings(BaseSettings):
     @property
     def threads_per_worker(self) -> int:
         return self.intra_op_threads or max(1, available_cores() // self.worker_count)
+
+    @property
+    def solo_threads(self) -> int:
+        return max(self.solo_intra_op_threads or available_cores(), self.threads_per_worker)
 
     def resolved_aliases(self) -> dict[str, str]:
         """OpenAI voice names onto the default voice, overlaid by the configured aliases."""

@@ -13,9 +13,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from voxserve import __version__
-from voxserve.api import catalog, health, speech
+from voxserve.api import catalog, health, metrics, speech
 from voxserve.api.state import AppState
-from voxserve.errors import InvalidRequestError, NotFoundError, NotReadyError, VoxError
+from voxserve.errors import InvalidRequestError, NotFoundError, VoxError
 from voxserve.service.bootstrap import build_speech_service
 from voxserve.settings import Settings
 
@@ -38,7 +38,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="voxserve", version=__version__, lifespan=lifespan)
     app.state.voxserve = state
-    for module in (speech, catalog, health):
+    for module in (speech, catalog, health, metrics):
         app.include_router(module.router)
     app.add_exception_handler(VoxError, _render_vox_error)
     app.add_exception_handler(RequestValidationError, _render_validation_error)
@@ -56,8 +56,7 @@ async def _warm_up(state: AppState, settings: Settings) -> None:
 
 async def _render_vox_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, VoxError)
-    headers = {"Retry-After": "1"} if isinstance(exc, NotReadyError) else None
-    return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=headers)
+    return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=exc.headers())
 
 
 async def _render_validation_error(request: Request, exc: Exception) -> JSONResponse:

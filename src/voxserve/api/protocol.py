@@ -30,7 +30,7 @@ class SpeechRequest(BaseModel):
     stream_format: Literal["audio", "sse"] = "audio"
     stream: bool = True
 
-    def to_job(self) -> SpeechJob:
+    def to_job(self, *, use_cache: bool = True) -> SpeechJob:
         return SpeechJob(
             text=self.input,
             voice=self.voice if isinstance(self.voice, str) else self.voice.id,
@@ -38,4 +38,5 @@ class SpeechRequest(BaseModel):
             speed=self.speed,
             response_format=self.response_format,
             instructions=self.instructions,
+            use_cache=use_cache,
         )

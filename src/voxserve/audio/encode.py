@@ -42,10 +42,6 @@ class Encoder(Protocol):
         """The remaining bytes; the encoder is finished afterwards."""
         ...
 
-    def seal(self, body: bytes) -> bytes:
-        """The complete body, adjusted for a non-streamed response."""
-        ...
-
 
 class WavEncoder:
     """16-bit mono WAV: one header with unknown-length markers, then raw frames."""
@@ -54,7 +50,6 @@ class WavEncoder:
 
     def __init__(self, sample_rate_hz: int) -> None:
         self._header: bytes | None = wav_header(sample_rate_hz, _UNKNOWN_SIZE)
-        self._sample_rate_hz = sample_rate_hz
 
     def encode(self, samples: np.ndarray) -> bytes:
         header, self._header = self._header or b"", None
@@ -64,8 +59,13 @@ class WavEncoder:
         header, self._header = self._header or b"", None
         return header
 
-    def seal(self, body: bytes) -> bytes:
-        return wav_header(self._sample_rate_hz, len(body) - 44) + body[44:]
+
+def seal(response_format: str, body: bytes) -> bytes:
+    """A complete streamed body made fit for a non-streamed response: a WAV gets its real sizes."""
+    if response_format != "wav" or len(body) < 44:
+        return body
+    sample_rate_hz = struct.unpack_from("<I", body, 24)[0]
+    return wav_header(sample_rate_hz, len(body) - 44) + body[44:]
 
 
 def wav_header(sample_rate_hz: int, data_bytes: int) -> bytes:
@@ -102,9 +102,6 @@ class PcmEncoder:
 
     def flush(self) -> bytes:
         return to_pcm16(self._resampler.push(np.zeros(0, dtype=np.float32), last=True))
-
-    def seal(self, body: bytes) -> bytes:
-        return body
 
 
 class _ByteSink(io.RawIOBase):
@@ -162,9 +159,6 @@ class AvEncoder:
         self._container.mux(self._stream.encode(None))
         self._container.close()
         return self._sink.take()
-
-    def seal(self, body: bytes) -> bytes:
-        return body
 
     def _write(self, samples: np.ndarray) -> None:
         if not len(samples):

@@ -36,8 +36,9 @@ class Engine(Protocol):
         """Turn one segment's text into model input (phonemes, ids). Cheap; runs outside the workers."""
         ...
 
-    def run(self, batch: Sequence[PreparedSegment]) -> list[np.ndarray]:
-        """Synthesize a batch: one float32 mono array per item, in order, at the voice's sample rate."""
+    def run(self, batch: Sequence[PreparedSegment], *, solo: bool = False) -> list[np.ndarray]:
+        """Synthesize a batch: one float32 mono array per item, in order, at the voice's sample rate.
+        `solo` says nothing else is running, so the call may use every core."""
         ...
 
     def warmup(self) -> None:

@@ -97,7 +97,7 @@ class EspeakEngine:
     def prepare(self, params: SynthesisParams) -> PreparedSegment:
         return PreparedSegment(params)
 
-    def run(self, batch: Sequence[PreparedSegment]) -> list[np.ndarray]:
+    def run(self, batch: Sequence[PreparedSegment], *, solo: bool = False) -> list[np.ndarray]:
         return [self._synthesize(segment.params) for segment in batch]
 
     def _synthesize(self, params: SynthesisParams) -> np.ndarray:

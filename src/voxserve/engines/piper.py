@@ -16,23 +16,29 @@ from voxserve.frontend.phonemize import Phonemizer
 from voxserve.types import SynthesisParams, VoiceInfo
 
 _BOS, _EOS, _PAD = "^", "$", "_"
+# Every input length leaves differently sized blocks in the arena; unshrunk it grew past 2.5 GB on the benchmark
+# corpus. Shrinking after each run kept ~0.4 GB at ~97% of the throughput (measured; see README).
+_RUN_OPTIONS = ort.RunOptions()
+_RUN_OPTIONS.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 SPEAKER_SEPARATOR = "@"
 
 
 @dataclass(frozen=True, slots=True)
 class SessionOptions:
-    """How each onnxruntime session runs: threads per call, and whether idle threads spin."""
+    """How onnxruntime runs a model: threads per call under load, threads for a call that runs alone
+    (`solo_intra_op_threads`; a second session is made when it is larger), and whether idle threads spin."""
 
     intra_op_threads: int = 1
+    solo_intra_op_threads: int = 1
     allow_spinning: bool = False
 
-    def build(self) -> ort.SessionOptions:
+    def build(self, threads: int) -> ort.SessionOptions:
         options = ort.SessionOptions()
-        options.intra_op_num_threads = self.intra_op_threads
+        options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.enable_cpu_mem_arena = True
+        options.enable_cpu_mem_arena = True  # with shrinkage per run (below): arena speed, bounded memory
         # Spinning threads steal the cores other workers need; only a lone worker may spin.
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.allow_spinning else "0")
         return options
@@ -45,8 +51,16 @@ def find_piper_models(directory: Path) -> list[Path]:
     return sorted(path for path in directory.rglob("*.onnx") if path.with_name(path.name + ".json").is_file())
 
 
+def _load_session(model_path: Path, options: ort.SessionOptions) -> ort.InferenceSession:
+    try:
+        return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises pybind types with no common base
+        raise ConfigError(f"cannot load Piper model {model_path}: {exc}") from exc
+
+
 class PiperModel:
-    """One Piper `.onnx` file and its config; one onnxruntime session shared by every worker and speaker."""
+    """One Piper `.onnx` file and its config. One session is shared by every worker and speaker; a second one,
+    with more threads, serves calls that run alone."""
 
     def __init__(self, model_path: Path, options: SessionOptions) -> None:
         config_path = model_path.with_name(model_path.name + ".json")
@@ -59,10 +73,12 @@ class PiperModel:
             self.speaker_ids: dict[str, int] = config.get("speaker_id_map") or {}
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"cannot read Piper voice config {config_path}: {exc}") from exc
-        try:
-            self.session = ort.InferenceSession(str(model_path), options.build(), providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises pybind types with no common base
-            raise ConfigError(f"cannot load Piper model {model_path}: {exc}") from exc
+        self.session = _load_session(model_path, options.build(options.intra_op_threads))
+        self.solo_session = (
+            _load_session(model_path, options.build(options.solo_intra_op_threads))
+            if options.solo_intra_op_threads > options.intra_op_threads
+            else self.session
+        )
         self.name = model_path.name.removesuffix(".onnx")
         self.language = str(config.get("language", {}).get("code", self.espeak_voice))
         self.phoneme_map: dict[str, list[str]] = config.get("phoneme_map") or {}
@@ -97,7 +113,7 @@ class PiperModel:
         ids += self.phoneme_id_map[_EOS]
         return tuple(ids)
 
-    def synthesize(self, segment: PreparedSegment) -> np.ndarray:
+    def synthesize(self, segment: PreparedSegment, *, solo: bool = False) -> np.ndarray:
         params = segment.params
         scales = np.array(
             [
@@ -116,7 +132,7 @@ class PiperModel:
             speaker = params.voice.speakers[0] if params.voice.speakers else None
             inputs["sid"] = np.array([self.speaker_ids.get(speaker, 0) if speaker else 0], dtype=np.int64)
         try:
-            audio = self.session.run(None, inputs)[0]
+            audio = (self.solo_session if solo else self.session).run(None, inputs, _RUN_OPTIONS)[0]
         except Exception as exc:  # onnxruntime raises pybind types with no common base
             raise EngineError(f"Piper voice {self.name} failed: {exc}") from exc
         return np.ascontiguousarray(audio.reshape(-1), dtype=np.float32)
@@ -143,10 +159,11 @@ class PiperEngine:
         phonemes = self._phonemizer.phonemize(params.text, model.espeak_voice)
         return PreparedSegment(params, phonemes, model.phoneme_ids(phonemes))
 
-    def run(self, batch: Sequence[PreparedSegment]) -> list[np.ndarray]:
-        return [self._by_voice[segment.params.voice.id].synthesize(segment) for segment in batch]
+    def run(self, batch: Sequence[PreparedSegment], *, solo: bool = False) -> list[np.ndarray]:
+        return [self._by_voice[segment.params.voice.id].synthesize(segment, solo=solo) for segment in batch]
 
     def warmup(self) -> None:
         for model in self._models:
             voice = model.voices()[0]
-            self.run([self.prepare(SynthesisParams(text="Warm up.", voice=voice))])
+            for solo in (False, True):
+                self.run([self.prepare(SynthesisParams(text="Warm up.", voice=voice))], solo=solo)

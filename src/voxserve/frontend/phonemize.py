@@ -10,6 +10,7 @@ from phonemizer.backend import EspeakBackend
 from phonemizer.backend.espeak.wrapper import EspeakWrapper
 from phonemizer.separator import Separator
 
+from voxserve.cache.lru import LruCache
 from voxserve.errors import InvalidRequestError
 
 _WORDS = Separator(phone="", word=" ", syllable="")
@@ -25,19 +26,25 @@ class EspeakPhonemizer:
     """Piper-compatible phonemes: espeak-ng with stress marks and punctuation preserved.
 
     espeak-ng keeps global state, so each language gets its own library instance (phonemizer copies the
-    library per backend) and calls into one instance are serialized.
+    library per backend) and calls into one instance are serialized. Results are kept in an LRU cache keyed by
+    (language, text), so voices that share a language share entries.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, cache_size: int = 10_000) -> None:
+        self.cache: LruCache[tuple[str, str], str] = LruCache(cache_size)
         EspeakWrapper.set_library(espeakng_loader.get_library_path())
         EspeakWrapper.set_data_path(espeakng_loader.get_data_path())
         self._backends: dict[str, tuple[EspeakBackend, threading.Lock]] = {}
         self._lock = threading.Lock()
 
     def phonemize(self, text: str, language: str) -> str:
-        backend, lock = self._backend(language)
-        with lock:
-            return backend.phonemize([text], separator=_WORDS, strip=True)[0]
+        phonemes = self.cache.get((language, text))
+        if phonemes is None:
+            backend, lock = self._backend(language)
+            with lock:
+                phonemes = backend.phonemize([text], separator=_WORDS, strip=True)[0]
+            self.cache.put((language, text), phonemes)
+        return phonemes
 
     def _backend(self, language: str) -> tuple[EspeakBackend, threading.Lock]:
         with self._lock:

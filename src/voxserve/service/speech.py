@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
 
+from voxserve import __version__
 from voxserve.audio.dsp import SegmentJoiner
-from voxserve.audio.encode import create_encoder
+from voxserve.audio.encode import CONTENT_TYPES, create_encoder, seal
+from voxserve.cache.audio import AudioCache, CachedAudio, audio_cache_key
 from voxserve.engines.base import Engine
-from voxserve.errors import InputTooLongError, InvalidRequestError
+from voxserve.errors import DeadlineExceededError, InputTooLongError, InvalidRequestError
 from voxserve.frontend.segment import segment_text
+from voxserve.obs.metrics import Metrics
 from voxserve.obs.trace import RequestTrace
 from voxserve.scheduler.pool import Priority, Scheduler
 from voxserve.service.voices import VoiceRegistry
@@ -22,6 +26,9 @@ from voxserve.settings import Settings
 from voxserve.types import AudioChunk, SynthesisParams, VoiceInfo
 
 logger = logging.getLogger(__name__)
+
+# Speech runs at roughly 15 characters per second; used only to order segments by when playback needs them.
+_SPOKEN_S_PER_CHAR = 0.065
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,46 +41,56 @@ class SpeechJob:
     speed: float = 1.0
     response_format: str = "mp3"
     instructions: str | None = None
+    use_cache: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What a stream needs from its service."""
+
+    scheduler: Scheduler
+    metrics: Metrics
+    crossfade_ms: float
+    deadline: float
+    store: Callable[[CachedAudio], None] | None
 
 
 class SpeechStream:
-    """One request's audio. Lazy: nothing is synthesized until `audio()` or `encoded()` is iterated.
+    """One request's audio. Lazy: nothing is synthesized until `audio()`, `encoded()` or `body()` is iterated.
 
-    Segments are queued on the scheduler together (the first one ahead of other requests' later segments),
-    so they synthesize in parallel across workers, and come back in order, joined with a short crossfade.
-    Leaving the iteration early (a client that disconnects) cancels the segments still queued.
+    Segments are queued on the scheduler together and synthesize in parallel across workers; they come back in
+    order, joined with a short crossfade. Leaving the iteration early (a client that disconnects) cancels the
+    segments still queued. A stream made from a cache entry replays its bytes without touching an engine.
     """
 
     def __init__(
-        self,
-        job: SpeechJob,
-        segments: Sequence[SynthesisParams],
-        engine: Engine,
-        scheduler: Scheduler,
-        trace: RequestTrace,
-        crossfade_ms: float,
-    ) -> None:
+        self, job: SpeechJob, voice: VoiceInfo, engine: Engine, trace: RequestTrace, *,
+        segments: Sequence[SynthesisParams] = (), plan: _Plan | None = None, cached: CachedAudio | None = None,
+    ) -> None:  # fmt: skip
         self.trace = trace
-        self.voice: VoiceInfo = segments[0].voice
-        self.encoder = create_encoder(job.response_format, self.voice.sample_rate)
+        self.voice = voice
+        self.response_format = job.response_format
+        self.cache_status = "hit" if cached else ("miss" if plan and plan.store else "bypass")
         self.instructions_ignored = bool(job.instructions) and not engine.supports_instructions
-        self._segments = segments
         self._engine = engine
-        self._scheduler = scheduler
-        self._crossfade_samples = round(crossfade_ms * self.voice.sample_rate / 1000)
+        self._segments = segments
+        self._plan = plan
+        self._cached = cached
 
     @property
     def content_type(self) -> str:
-        return self.encoder.content_type
+        return CONTENT_TYPES[self.response_format]
 
     async def audio(self) -> AsyncIterator[AudioChunk]:
         """The joined audio, chunk by chunk, as segments finish in order."""
-        futures = await asyncio.to_thread(self._submit, self._segments[:1], Priority.FIRST_SEGMENT)
+        assert self._plan is not None, "a cached stream has no audio to decode; use encoded()"
+        plan = self._plan
+        futures = await asyncio.to_thread(self._submit, 0, 1)
         try:
-            futures += await asyncio.to_thread(self._submit, self._segments[1:], Priority.LATER_SEGMENT)
-            joiner = SegmentJoiner(self._crossfade_samples)
+            futures += await asyncio.to_thread(self._submit, 1, len(self._segments))
+            joiner = SegmentJoiner(round(plan.crossfade_ms * self.voice.sample_rate / 1000))
             for future in futures:
-                samples = await asyncio.wrap_future(future)
+                samples = await self._result(future)
                 with self.trace.stage("join"):
                     ready = joiner.push(samples)
                 if len(ready):
@@ -85,48 +102,92 @@ class SpeechStream:
 
     async def encoded(self) -> AsyncIterator[bytes]:
         """The response body, piece by piece, through this response's one encoder."""
+        if self._cached is not None:
+            self.trace.audio_s = self._cached.audio_s
+            self.trace.mark_first_audio()
+            self.trace.finish()
+            yield self._cached.body
+            return
+        encoder = create_encoder(self.response_format, self.voice.sample_rate)
+        pieces: list[bytes] = []
         async for chunk in self.audio():
-            data = await self._encode(self.encoder.encode, chunk.samples)
+            data = await self._encode(encoder.encode, chunk.samples)
             if data:
                 self.trace.mark_first_audio()
+                pieces.append(data)
                 yield data
-        tail = await self._encode(self.encoder.flush)
+        pieces.append(await self._encode(encoder.flush))
         self.trace.finish()
         logger.debug("request %s done: %s", self.trace.request_id, self.trace.summary())
-        if tail:
-            yield tail
+        self._store(b"".join(pieces))
+        if pieces[-1]:
+            yield pieces[-1]
 
     async def body(self) -> bytes:
         """The whole response body at once, for clients that asked not to stream."""
-        return self.encoder.seal(b"".join([data async for data in self.encoded()]))
+        return seal(self.response_format, b"".join([data async for data in self.encoded()]))
 
-    def _submit(self, segments: Sequence[SynthesisParams], priority: Priority) -> list[Future[np.ndarray]]:
+    def _submit(self, start: int, stop: int) -> list[Future[np.ndarray]]:
+        assert self._plan is not None
         futures = []
-        for params in segments:
+        for index in range(start, stop):
+            params = self._segments[index]
             with self.trace.stage("phonemize"):
                 prepared = self._engine.prepare(params)
-            futures.append(self._scheduler.submit(self._engine, prepared, self.trace, priority))
+            futures.append(
+                self._plan.scheduler.submit(
+                    self._engine, prepared, self.trace,
+                    priority=Priority.FIRST_SEGMENT if index == 0 else Priority.LATER_SEGMENT,
+                    due=self.trace.started_at + self._playback_offset_s(index),
+                    deadline=self._plan.deadline,
+                )
+            )  # fmt: skip
         return futures
+
+    def _playback_offset_s(self, index: int) -> float:
+        """When, after the request started, a listener reaches segment `index` (estimated from text length)."""
+        chars = sum(len(params.text) for params in self._segments[:index])
+        return chars * _SPOKEN_S_PER_CHAR / self._segments[0].speed
+
+    async def _result(self, future: Future[np.ndarray]) -> np.ndarray:
+        assert self._plan is not None
+        remaining_s = self._plan.deadline - time.perf_counter()
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout=max(remaining_s, 0.0))
+        except (TimeoutError, DeadlineExceededError) as exc:
+            self._plan.metrics.timed_out_requests.inc()
+            raise DeadlineExceededError(f"request {self.trace.request_id} passed its deadline") from exc
 
     def _chunk(self, samples: np.ndarray) -> AudioChunk:
         self.trace.audio_s += len(samples) / self.voice.sample_rate
         return AudioChunk(samples, self.voice.sample_rate)
 
-    async def _encode(self, encode, *args: np.ndarray) -> bytes:
+    async def _encode(self, encode: Callable[..., bytes], *args: np.ndarray) -> bytes:
         with self.trace.stage("encode"):
             return await asyncio.to_thread(encode, *args)
 
+    def _store(self, body: bytes) -> None:
+        if self._plan is not None and self._plan.store is not None:
+            entry = CachedAudio(body, self.content_type, self.voice.id, self.voice.sample_rate, self.trace.audio_s)
+            self._plan.store(entry)
+
 
 class SpeechService:
-    """Validates speech jobs and opens their streams; owns the voices and the scheduler."""
+    """Validates speech jobs and opens their streams; owns the voices, the scheduler and the audio cache."""
 
-    def __init__(self, registry: VoiceRegistry, scheduler: Scheduler, settings: Settings) -> None:
+    def __init__(
+        self, registry: VoiceRegistry, scheduler: Scheduler, settings: Settings, *,
+        audio_cache: AudioCache | None = None, metrics: Metrics | None = None,
+    ) -> None:  # fmt: skip
         self.registry = registry
         self.scheduler = scheduler
+        self.audio_cache = audio_cache or AudioCache(0)
+        self.metrics = metrics or Metrics()
         self._settings = settings
 
     def open(self, job: SpeechJob, request_id: str | None = None) -> SpeechStream:
-        """Check the job and plan its segments; raises a `VoxError` for anything a client got wrong."""
+        """Check the job, answer it from the cache or plan its segments. Raises a `VoxError` for anything a
+        client got wrong, and `QueueFullError` when the server is at capacity."""
         if not job.text.strip():
             raise InvalidRequestError("input must contain text", param="input")
         if len(job.text) > self._settings.max_input_chars:
@@ -136,16 +197,37 @@ class SpeechService:
         voice = self.registry.resolve(job.voice, job.model)
         trace = RequestTrace(request_id)
         trace.input_chars = len(job.text)
+        key = self._cache_key(job, voice) if job.use_cache and self.audio_cache.enabled else None
+        if key is not None:
+            with trace.stage("cache"):
+                cached = self.audio_cache.get(key)
+            if cached is not None:
+                return SpeechStream(job, voice, self.registry.engine(voice), trace, cached=cached)
         with trace.stage("segment"):
             texts = segment_text(
                 job.text,
                 first_segment_max_chars=self._settings.first_segment_max_chars,
                 max_segment_chars=self._settings.max_segment_chars,
             )
-        segments = [self._params(text, voice, job) for text in texts]
-        return SpeechStream(
-            job, segments, self.registry.engine(voice), self.scheduler, trace, self._settings.crossfade_ms
+        self.scheduler.admit(len(texts))
+        plan = _Plan(
+            scheduler=self.scheduler,
+            metrics=self.metrics,
+            crossfade_ms=self._settings.crossfade_ms,
+            deadline=trace.started_at + self._settings.request_timeout_s,
+            store=None if key is None else (lambda entry: self.audio_cache.put(key, entry)),
         )
+        segments = [self._params(text, voice, job) for text in texts]
+        return SpeechStream(job, voice, self.registry.engine(voice), trace, segments=segments, plan=plan)
+
+    def _cache_key(self, job: SpeechJob, voice: VoiceInfo) -> str:
+        settings = self._settings
+        return audio_cache_key(
+            version=__version__, engine=voice.engine, voice=voice.id, text=job.text, speed=job.speed,
+            format=job.response_format, noise_scale=settings.noise_scale, noise_w=settings.noise_w,
+            crossfade_ms=settings.crossfade_ms, first_segment_max_chars=settings.first_segment_max_chars,
+            max_segment_chars=settings.max_segment_chars,
+        )  # fmt: skip
 
     def _params(self, text: str, voice: VoiceInfo, job: SpeechJob) -> SynthesisParams:
         return SynthesisParams(

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import decode, decode_pcm
-from voxserve.audio.encode import CONTENT_TYPES, create_encoder, wav_header
+from voxserve.audio.encode import CONTENT_TYPES, create_encoder, seal, wav_header
 
 RATE = 22_050
 
@@ -47,9 +47,10 @@ def test_wav_stream_has_one_header_and_seal_writes_sizes() -> None:
     body = b"".join([encoder.encode(tone(0.5)), encoder.encode(tone(0.5)), encoder.flush()])
     assert body.count(b"RIFF") == 1
     assert body[:44] == wav_header(RATE, 0xFFFFFFFF)
-    sealed = encoder.seal(body)
+    sealed = seal("wav", body)
     assert sealed[:44] == wav_header(RATE, len(body) - 44)
     assert sealed[44:] == body[44:]
+    assert seal("mp3", b"ID3...") == b"ID3..."
 
 
 def test_every_format_has_a_content_type() -> None:

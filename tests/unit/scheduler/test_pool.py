@@ -1,76 +1,158 @@
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from concurrent.futures import Future
 
+import numpy as np
 import pytest
 
 from tests.fakes import FAKE_VOICE, FakeEngine
 from voxserve.engines.base import PreparedSegment
-from voxserve.errors import EngineError
+from voxserve.errors import DeadlineExceededError, EngineError, QueueFullError
+from voxserve.obs.metrics import Metrics
 from voxserve.obs.trace import RequestTrace
-from voxserve.scheduler.pool import Priority, Scheduler
+from voxserve.scheduler.pool import Priority, Scheduler, SchedulerOptions
 from voxserve.types import SynthesisParams
 
 
-def segment(text: str) -> PreparedSegment:
-    return PreparedSegment(SynthesisParams(text=text, voice=FAKE_VOICE))
+def submit(
+    scheduler: Scheduler, engine: FakeEngine, text: str, priority: Priority = Priority.LATER_SEGMENT,
+    due: float = 0.0, deadline_s: float = 60.0,
+) -> Future[np.ndarray]:  # fmt: skip
+    segment = PreparedSegment(SynthesisParams(text=text, voice=FAKE_VOICE))
+    deadline = time.perf_counter() + deadline_s
+    return scheduler.submit(engine, segment, RequestTrace(), priority=priority, due=due, deadline=deadline)
+
+
+def held(scheduler: Scheduler, engine: FakeEngine) -> Future[np.ndarray]:
+    """Occupy the only worker until `engine.gate` is set, so what is submitted next queues up."""
+    engine.gate.clear()
+    blocker = submit(scheduler, engine, "blocker")
+    assert engine.started.wait(5)
+    return blocker
+
+
+def count(metrics: Metrics, name: str) -> float:
+    return metrics.registry.get_sample_value(name) or 0.0
 
 
 @pytest.fixture
-def scheduler() -> Iterator[Scheduler]:
-    pool = Scheduler(workers=1)
+def metrics() -> Metrics:
+    return Metrics()
+
+
+@pytest.fixture
+def scheduler(metrics: Metrics) -> Iterator[Scheduler]:
+    pool = Scheduler(SchedulerOptions(workers=1, max_queue_size=3), metrics)
     yield pool
     pool.close()
 
 
 def test_returns_each_segments_audio(scheduler: Scheduler) -> None:
     engine = FakeEngine()
-    futures = [scheduler.submit(engine, segment(t), RequestTrace(), Priority.LATER_SEGMENT) for t in ("ab", "abcd")]
+    futures = [submit(scheduler, engine, text) for text in ("ab", "abcd")]
     assert [len(future.result(timeout=5)) for future in futures] == [2, 4]
 
 
-def test_first_segments_overtake_queued_later_segments(scheduler: Scheduler) -> None:
+def test_first_segments_overtake_later_ones_which_run_by_due_time(scheduler: Scheduler) -> None:
     engine = FakeEngine()
-    engine.gate.clear()
-    trace = RequestTrace()
-    blocker = scheduler.submit(engine, segment("blocker"), trace, Priority.LATER_SEGMENT)
-    assert engine.started.wait(5)
-    later = [scheduler.submit(engine, segment(f"later{n}"), trace, Priority.LATER_SEGMENT) for n in range(3)]
-    first = scheduler.submit(engine, segment("first"), trace, Priority.FIRST_SEGMENT)
+    blocker = held(scheduler, engine)
+    futures = [submit(scheduler, engine, f"due{due}", due=due) for due in (3.0, 1.0, 2.0)]
+    futures.append(submit(scheduler, engine, "first", Priority.FIRST_SEGMENT, due=9.0))
     engine.gate.set()
-    for future in [blocker, *later, first]:
+    for future in [blocker, *futures]:
         future.result(timeout=5)
-    assert engine.ran == ["blocker", "first", "later0", "later1", "later2"]
+    assert engine.ran == ["blocker", "first", "due1.0", "due2.0", "due3.0"]
 
 
-def test_cancelled_segments_cost_no_engine_time(scheduler: Scheduler) -> None:
+def test_cancelled_segments_cost_no_engine_time(scheduler: Scheduler, metrics: Metrics) -> None:
     engine = FakeEngine()
-    engine.gate.clear()
-    trace = RequestTrace()
-    running = scheduler.submit(engine, segment("running"), trace, Priority.FIRST_SEGMENT)
-    assert engine.started.wait(5)
-    dropped = scheduler.submit(engine, segment("dropped"), trace, Priority.LATER_SEGMENT)
+    blocker = held(scheduler, engine)
+    dropped = submit(scheduler, engine, "dropped")
     assert dropped.cancel()
     engine.gate.set()
-    running.result(timeout=5)
-    scheduler.submit(engine, segment("after"), trace, Priority.LATER_SEGMENT).result(timeout=5)
-    assert engine.ran == ["running", "after"]
+    blocker.result(timeout=5)
+    submit(scheduler, engine, "after").result(timeout=5)
+    assert engine.ran == ["blocker", "after"]
+    assert count(metrics, "voxserve_segments_cancelled_total") == 1
+
+
+def test_segments_past_their_deadline_are_dropped_unrun(scheduler: Scheduler, metrics: Metrics) -> None:
+    engine = FakeEngine()
+    blocker = held(scheduler, engine)
+    late = submit(scheduler, engine, "late", deadline_s=0.01)
+    time.sleep(0.05)
+    engine.gate.set()
+    blocker.result(timeout=5)
+    with pytest.raises(DeadlineExceededError):
+        late.result(timeout=5)
+    assert "late" not in engine.ran
+    assert count(metrics, "voxserve_segments_expired_total") == 1
 
 
 def test_engine_failure_becomes_an_engine_error_and_workers_survive(scheduler: Scheduler) -> None:
     engine = FakeEngine()
-    failed = scheduler.submit(engine, segment("fail"), RequestTrace(), Priority.FIRST_SEGMENT)
     with pytest.raises(EngineError):
-        failed.result(timeout=5)
-    assert len(scheduler.submit(engine, segment("ok"), RequestTrace(), Priority.FIRST_SEGMENT).result(timeout=5)) == 2
+        submit(scheduler, engine, "fail").result(timeout=5)
+    assert len(submit(scheduler, engine, "ok").result(timeout=5)) == 2
 
 
-def test_trace_records_queue_wait_and_model_time(scheduler: Scheduler) -> None:
-    trace = RequestTrace()
-    scheduler.submit(FakeEngine(), segment("abc"), trace, Priority.FIRST_SEGMENT).result(timeout=5)
-    assert {"queue", "model"} <= set(trace.stages())
+def test_admission_refuses_when_full_and_recovers(scheduler: Scheduler, metrics: Metrics) -> None:
+    engine = FakeEngine()
+    scheduler.admit(50)  # an empty queue admits anything
+    blocker = held(scheduler, engine)
+    queued = [submit(scheduler, engine, f"q{n}") for n in range(3)]
+    with pytest.raises(QueueFullError) as refused:
+        scheduler.admit(1)
+    assert refused.value.status_code == 429
+    assert int(refused.value.headers()["Retry-After"]) >= 1
+    assert count(metrics, "voxserve_requests_rejected_total") == 1
+    engine.gate.set()
+    for future in [blocker, *queued]:
+        future.result(timeout=5)
+    scheduler.admit(3)
 
 
-def test_needs_a_worker() -> None:
+def test_a_lone_segment_runs_solo(metrics: Metrics) -> None:
+    engine = FakeEngine()
+    pool = Scheduler(SchedulerOptions(workers=2), metrics)
+    try:
+        submit(pool, engine, "alone").result(timeout=5)
+        engine.gate.clear()
+        first, second = submit(pool, engine, "one"), submit(pool, engine, "two")
+        time.sleep(0.1)
+        engine.gate.set()
+        first.result(timeout=5)
+        second.result(timeout=5)
+    finally:
+        pool.close()
+    # Decided when a worker takes a segment: the first of the pair was alone then, the second was not.
+    assert engine.solo[0] is True
+    assert sorted(engine.solo[1:]) == [False, True]
+
+
+def test_batching_groups_same_voice_similar_lengths(metrics: Metrics) -> None:
+    engine = FakeEngine(supports_batching=True)
+    pool = Scheduler(SchedulerOptions(workers=1, max_batch_size=3, max_queue_delay_ms=20), metrics)
+    try:
+        blocker = held(pool, engine)
+        similar = [submit(pool, engine, f"text {n}") for n in range(4)]
+        different = submit(pool, engine, "a much, much longer text than the others")
+        engine.gate.set()
+        outputs = [future.result(timeout=5) for future in [blocker, *similar, different]]
+    finally:
+        pool.close()
+    assert [len(output) for output in outputs[1:5]] == [6, 6, 6, 6]
+    assert engine.batches[1] == ["text 0", "text 1", "text 2"]
+    assert ["a much, much longer text than the others"] in engine.batches
+    items = metrics.registry.get_sample_value("voxserve_engine_items_total", {"engine": "fake"})
+    executions = metrics.registry.get_sample_value("voxserve_engine_executions_total", {"engine": "fake"})
+    assert (items, executions) == (6, len(engine.batches))
+
+
+def test_options_are_checked_when_built() -> None:
     with pytest.raises(ValueError, match="at least one worker"):
-        Scheduler(workers=0)
+        SchedulerOptions(workers=0)
+    with pytest.raises(ValueError, match="max_batch_size"):
+        SchedulerOptions(max_batch_size=0)

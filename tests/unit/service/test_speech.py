@@ -8,7 +8,7 @@ import pytest
 
 from tests.fakes import FakeEngine
 from voxserve.errors import InputTooLongError, InvalidRequestError, VoiceNotFoundError
-from voxserve.scheduler.pool import Scheduler
+from voxserve.scheduler.pool import Scheduler, SchedulerOptions
 from voxserve.service.speech import SpeechJob, SpeechService
 from voxserve.service.voices import VoiceRegistry
 from voxserve.settings import load_settings
@@ -22,7 +22,7 @@ def engine() -> FakeEngine:
 @pytest.fixture
 def service(engine: FakeEngine) -> Iterator[SpeechService]:
     settings = load_settings(default_voice="fake", crossfade_ms=0, max_input_chars=400, first_segment_max_chars=20)
-    speech = SpeechService(VoiceRegistry([engine], {}, "fake"), Scheduler(workers=2), settings)
+    speech = SpeechService(VoiceRegistry([engine], {}, "fake"), Scheduler(SchedulerOptions(workers=2)), settings)
     yield speech
     speech.close()
 

@@ -1,0 +1,1 @@
+"""Caches with hit/miss/eviction counts: phonemes and finished audio."""
