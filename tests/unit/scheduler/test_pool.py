@@ -119,8 +119,11 @@ def test_a_lone_segment_runs_solo(metrics: Metrics) -> None:
     pool = Scheduler(SchedulerOptions(workers=2), metrics)
     try:
         submit(pool, engine, "alone").result(timeout=5)
+        engine.started.clear()
         engine.gate.clear()
-        first, second = submit(pool, engine, "one"), submit(pool, engine, "two")
+        first = submit(pool, engine, "one")
+        assert engine.started.wait(5)
+        second = submit(pool, engine, "two")
         time.sleep(0.1)
         engine.gate.set()
         first.result(timeout=5)
