@@ -16,6 +16,7 @@ import httpx
 import numpy as np
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.voicegen import write_tone_voice
 
@@ -57,7 +58,7 @@ class ServerProcess:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self._log_path.read_text()}")
+                raise RuntimeError(f"server exited early ({self.process.returncode}):\n{self._log_path.read_text()}")
             try:
                 if httpx.get(f"{self.url}/ready", timeout=1).status_code == 200:
                     return
@@ -97,6 +98,33 @@ def server(tmp_path_factory: pytest.TempPathFactory, voices_dir: Path) -> Iterat
         yield process
     finally:
         process.stop()
+
+
+@pytest.fixture(scope="session")
+def constrained_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One worker, a six-segment queue and a two-second deadline: easy to fill, quick to time out."""
+    env = {
+        "VOXSERVE_WORKERS": "1",
+        "VOXSERVE_MAX_QUEUE_SIZE": "6",
+        "VOXSERVE_REQUEST_TIMEOUT_S": "2",
+        "VOXSERVE_AUDIO_CACHE_BYTES": "0",
+        "VOXSERVE_ESPEAK_VOICES": "false",
+    }
+    process = ServerProcess(env, tmp_path_factory.mktemp("logs") / "constrained.log")
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
+
+
+def metric_value(client: httpx.Client, name: str, labels: dict[str, str] | None = None) -> float:
+    """One sample from the server's `/metrics`, parsed with prometheus-client's own parser."""
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == name and (labels is None or all(sample.labels.get(k) == v for k, v in labels.items())):
+                return sample.value
+    return 0.0
 
 
 @pytest.fixture

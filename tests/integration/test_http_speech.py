@@ -134,9 +134,9 @@ def test_openai_client_works_unchanged(openai_client: openai.OpenAI) -> None:
 
 
 def test_concurrent_requests_each_get_their_own_audio(http: httpx.Client) -> None:
-    texts = [f"Request number {n}. " + " ".join(["The quick brown fox jumps."] * (n % 4 + 1)) for n in range(8)]
+    texts = [f"Request number {n}. " + " ".join(["The quick brown fox jumps."] * (n % 4 + 1)) for n in range(16)]
     solo = [decode_pcm(speech(http, text, response_format="pcm").content) for text in texts]
-    with ThreadPoolExecutor(8) as pool:
+    with ThreadPoolExecutor(16) as pool:
         together = list(pool.map(lambda text: speech(http, text, response_format="pcm"), texts))
     for text, alone, response in zip(texts, solo, together, strict=True):
         assert response.status_code == 200, text
