@@ -12,12 +12,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from voxserve.bench.command import bench_app
 from voxserve.errors import VoxError
 from voxserve.service.bootstrap import build_speech_service
 from voxserve.service.speech import SpeechJob, SpeechService
 from voxserve.settings import Settings, load_settings
 
 app = typer.Typer(help="voxserve: a self-hosted, OpenAI-compatible speech server.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
 console = Console(stderr=True)
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", help="TOML settings file.", exists=True)]
