@@ -14,6 +14,7 @@ from rich.table import Table
 
 from voxserve.bench.command import bench_app
 from voxserve.errors import VoxError
+from voxserve.process import limit_malloc_arenas
 from voxserve.service.bootstrap import build_speech_service
 from voxserve.service.speech import SpeechJob, SpeechService
 from voxserve.settings import Settings, load_settings
@@ -48,6 +49,7 @@ def serve(
 
     settings = _settings(config, host=host, port=port, voices_dir=voices_dir)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    limit_malloc_arenas(settings.malloc_arena_max)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
 
 

@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(0, ge=0, description="onnxruntime threads per worker; 0 = cores // workers.")
     solo_intra_op_threads: int = Field(0, ge=0, description="threads for a segment that runs alone; 0 = all cores.")
     warmup: bool = True
+    malloc_arena_max: int = Field(2, ge=0, description="glibc malloc arenas for the server process; 0 = default.")
 
     max_queue_size: int = Field(256, ge=0, description="Queued segments before new requests get 429; 0 = no limit.")
     request_timeout_s: float = Field(120.0, gt=0)
@@ -70,7 +71,7 @@ class Settings(BaseSettings):
     noise_scale: float | None = Field(None, ge=0.0, description="Override every Piper voice's noise scale.")
     noise_w: float | None = Field(None, ge=0.0, description="Override every Piper voice's duration noise.")
 
-    first_segment_max_chars: int = Field(60, ge=8)
+    first_segment_max_chars: int = Field(24, ge=8)
     max_segment_chars: int = Field(300, ge=16)
     crossfade_ms: float = Field(8.0, ge=0.0, le=100.0)
 

@@ -1,4 +1,4 @@
-"""Text to synthesis segments: sentences, with a long first sentence cut at a clause so audio starts early."""
+"""Text to synthesis segments: sentences, long ones cut at clauses, and a short first segment so audio starts early."""
 
 from __future__ import annotations
 
@@ -36,29 +36,22 @@ def split_sentences(text: str) -> list[str]:
     return [sentence for sentence in sentences if sentence]
 
 
-def _split_at(text: str, pattern: re.Pattern[str], max_chars: int) -> list[str]:
-    """Cut `text` into pieces of at most `max_chars` at the last `pattern` match that fits (or at a space)."""
+def _cut_point(text: str, max_chars: int) -> int:
+    """Where to cut `text` to at most `max_chars`: the last clause boundary that fits, else the last word
+    boundary, else (one enormous word) right at the limit."""
+    cuts = [m.end() for m in _CLAUSE_END.finditer(text) if m.end() <= max_chars] or [
+        m.end() for m in _WHITESPACE.finditer(text) if m.end() <= max_chars
+    ]
+    return cuts[-1] if cuts else max_chars
+
+
+def _split_long(text: str, max_chars: int) -> list[str]:
     pieces: list[str] = []
     while len(text) > max_chars:
-        cuts = [m.end() for m in pattern.finditer(text) if m.end() <= max_chars] or [
-            m.end() for m in _WHITESPACE.finditer(text) if m.end() <= max_chars
-        ]
-        cut = cuts[-1] if cuts else max_chars
+        cut = _cut_point(text, max_chars)
         pieces.append(text[:cut].strip())
         text = text[cut:].strip()
     return [*pieces, text] if text else pieces
-
-
-def _split_first_clause(sentence: str, max_chars: int) -> list[str]:
-    """Cut the first sentence at a clause boundary: the last one within `max_chars`, else the first one."""
-    if len(sentence) <= max_chars:
-        return [sentence]
-    ends = [m.end() for m in _CLAUSE_END.finditer(sentence)]
-    fitting = [end for end in ends if end <= max_chars]
-    cut = fitting[-1] if fitting else (ends[0] if ends else None)
-    if cut is None:
-        return [sentence]
-    return [sentence[:cut].strip(), sentence[cut:].strip()]
 
 
 def segment_text(text: str, *, first_segment_max_chars: int, max_segment_chars: int) -> list[str]:
@@ -66,8 +59,10 @@ def segment_text(text: str, *, first_segment_max_chars: int, max_segment_chars: 
     segments = [
         piece
         for sentence in split_sentences(normalize_whitespace(text))
-        for piece in _split_at(sentence, _CLAUSE_END, max_segment_chars)
+        for piece in _split_long(sentence, max_segment_chars)
     ]
-    if not segments:
-        return []
-    return [*_split_first_clause(segments[0], first_segment_max_chars), *segments[1:]]
+    if not segments or len(segments[0]) <= first_segment_max_chars:
+        return segments
+    # The first segment decides the time to first audio: keep it short, at a clause if one fits, else at a word.
+    cut = _cut_point(segments[0], first_segment_max_chars)
+    return [segments[0][:cut].strip(), segments[0][cut:].strip(), *segments[1:]]

@@ -59,7 +59,8 @@ class Scheduler:
         self._metrics = metrics or Metrics()
         self._queue = SegmentQueue()
         self._busy = 0
-        self._busy_lock = threading.Lock()
+        self._solo_running = False
+        self._busy_changed = threading.Condition()
         self._service_s = 0.2  # running mean of one segment's engine time, for Retry-After
         self._threads = [
             threading.Thread(target=self._work, name=f"voxserve-worker-{index}", daemon=True)
@@ -99,7 +100,7 @@ class Scheduler:
         priority; past `deadline` the segment is dropped unrun. Cancelling the future before a worker takes it
         means no engine time is spent on it."""
         future: Future[np.ndarray] = Future()
-        self._queue.put(Job(engine, segment, trace, future, deadline), priority, due)
+        self._queue.put(Job(engine, segment, trace, future, deadline, priority), due)
         self._metrics.queue_depth.set(len(self._queue))
         return future
 
@@ -111,6 +112,7 @@ class Scheduler:
 
     def _work(self) -> None:
         while (job := self._queue.get()) is not None:
+            self._wait_out_solo(job)
             batch = self._runnable([job])
             if batch and batch[0].engine.supports_batching and self.options.max_batch_size > 1:
                 batch += self._runnable(
@@ -122,6 +124,14 @@ class Scheduler:
             self._metrics.queue_depth.set(len(self._queue))
             if batch:
                 self._run(batch)
+
+    def _wait_out_solo(self, job: Job) -> None:
+        """A solo segment already has every core; running a later segment beside it would only slow it down.
+        First segments still start at once: another request's time to first audio matters more."""
+        if job.priority == Priority.FIRST_SEGMENT:
+            return
+        with self._busy_changed:
+            self._busy_changed.wait_for(lambda: not self._solo_running)
 
     def _runnable(self, jobs: list[Job]) -> list[Job]:
         """Drop cancelled and expired jobs; mark the rest running."""
@@ -139,9 +149,10 @@ class Scheduler:
 
     def _run(self, batch: list[Job]) -> None:
         engine = batch[0].engine
-        with self._busy_lock:
+        with self._busy_changed:
             self._busy += 1
             solo = self._busy == 1 and not len(self._queue)
+            self._solo_running = self._solo_running or solo
         started = time.perf_counter()
         for job in batch:
             job.trace.add("queue", started - job.submitted_at)
@@ -157,9 +168,11 @@ class Scheduler:
                 job.future.set_result(audio)
         finally:
             elapsed = time.perf_counter() - started
-            with self._busy_lock:
+            with self._busy_changed:
                 self._busy -= 1
+                self._solo_running = self._solo_running and not solo
                 self._service_s = 0.9 * self._service_s + 0.1 * elapsed / len(batch)
+                self._busy_changed.notify_all()
             for job in batch:
                 job.trace.add("model", elapsed)
             self._metrics.engine_items.labels(engine.name).inc(len(batch))

@@ -24,6 +24,7 @@ class Job:
     trace: RequestTrace
     future: Future[np.ndarray]
     deadline: float
+    priority: int
     submitted_at: float = field(default_factory=time.perf_counter)
 
     @property
@@ -48,9 +49,9 @@ class SegmentQueue:
         with self._ready:
             return len(self._heap)
 
-    def put(self, job: Job, priority: int, due: float) -> None:
+    def put(self, job: Job, due: float) -> None:
         with self._ready:
-            heapq.heappush(self._heap, (priority, due, next(self._sequence), job))
+            heapq.heappush(self._heap, (job.priority, due, next(self._sequence), job))
             self._ready.notify()
 
     def get(self) -> Job | None:

@@ -29,11 +29,19 @@ def test_long_first_sentence_is_cut_at_a_clause() -> None:
     assert words(segments) == text.split()
 
 
-def test_first_sentence_without_a_fitting_clause_uses_the_first_clause() -> None:
+def test_first_sentence_without_a_fitting_clause_is_cut_at_a_word() -> None:
     text = "A sentence that runs on for quite a while before it pauses, and then ends."
     assert segment_text(text, first_segment_max_chars=20, max_segment_chars=300) == [
-        "A sentence that runs on for quite a while before it pauses,",
-        "and then ends.",
+        "A sentence that",
+        "runs on for quite a while before it pauses, and then ends.",
+    ]
+
+
+def test_only_the_first_segment_is_kept_short() -> None:
+    text = "Short one. A second sentence that is a good deal longer than the first segment limit."
+    assert segment_text(text, first_segment_max_chars=20, max_segment_chars=300) == [
+        "Short one.",
+        "A second sentence that is a good deal longer than the first segment limit.",
     ]
 
 

@@ -114,25 +114,41 @@ def test_admission_refuses_when_full_and_recovers(scheduler: Scheduler, metrics:
     scheduler.admit(3)
 
 
-def test_a_lone_segment_runs_solo(metrics: Metrics) -> None:
+def test_a_lone_segment_runs_solo_and_later_segments_wait_for_it(metrics: Metrics) -> None:
     engine = FakeEngine()
     pool = Scheduler(SchedulerOptions(workers=2), metrics)
     try:
-        submit(pool, engine, "alone").result(timeout=5)
-        engine.started.clear()
         engine.gate.clear()
-        first = submit(pool, engine, "one")
+        alone = submit(pool, engine, "alone")
         assert engine.started.wait(5)
-        second = submit(pool, engine, "two")
+        later = submit(pool, engine, "later")
         time.sleep(0.1)
+        assert engine.ran == []  # "later" waits rather than share the cores "alone" is using
         engine.gate.set()
-        first.result(timeout=5)
-        second.result(timeout=5)
+        alone.result(timeout=5)
+        later.result(timeout=5)
     finally:
         pool.close()
-    # Decided when a worker takes a segment: the first of the pair was alone then, the second was not.
-    assert engine.solo[0] is True
-    assert sorted(engine.solo[1:]) == [False, True]
+    assert engine.ran == ["alone", "later"]
+    assert engine.solo == [True, True]
+
+
+def test_another_requests_first_segment_runs_beside_a_solo_one(metrics: Metrics) -> None:
+    engine = FakeEngine()
+    pool = Scheduler(SchedulerOptions(workers=2), metrics)
+    try:
+        engine.gate.clear()
+        alone = submit(pool, engine, "alone")
+        assert engine.started.wait(5)
+        engine.started.clear()
+        first = submit(pool, engine, "first", Priority.FIRST_SEGMENT)
+        assert engine.started.wait(5)  # taken by the second worker while "alone" still runs
+        engine.gate.set()
+        alone.result(timeout=5)
+        first.result(timeout=5)
+    finally:
+        pool.close()
+    assert sorted(engine.solo) == [False, True]
 
 
 def test_batching_groups_same_voice_similar_lengths(metrics: Metrics) -> None:
