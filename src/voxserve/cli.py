@@ -107,3 +107,23 @@ def voices(
         Console().print(table)
     finally:
         speech.close()
+
+
+@app.command()
+def tune(
+    output: Annotated[Path, typer.Option("-o", "--output", help="Settings file to write.")] = Path("voxserve.toml"),
+    corpus: Annotated[Path | None, typer.Option(help="One utterance per line; default: a built-in corpus.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Measure every workers x threads split of this machine's cores in-process; write the fastest as TOML."""
+    from voxserve.bench.corpus import load_corpus
+    from voxserve.bench.inprocess import default_configs, run_in_process
+    from voxserve.bench.report import BenchReport, render
+    from voxserve.bench.tune import choose, write_settings
+
+    settings = _settings(config)
+    results = run_in_process(settings, load_corpus(corpus), default_configs(), on_progress=console.log)
+    render(BenchReport(target={}, in_process=results), Console())
+    tuned = choose(results)
+    write_settings(output, tuned, results)
+    console.print(f"wrote {output}: {tuned}")

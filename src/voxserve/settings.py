@@ -72,7 +72,7 @@ class Settings(BaseSettings):
     noise_w: float | None = Field(None, ge=0.0, description="Override every Piper voice's duration noise.")
 
     first_segment_max_chars: int = Field(24, ge=8)
-    max_segment_chars: int = Field(300, ge=16)
+    max_segment_chars: int = Field(150, ge=16)
     crossfade_ms: float = Field(8.0, ge=0.0, le=100.0)
 
     @classmethod

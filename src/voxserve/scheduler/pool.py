@@ -2,7 +2,11 @@
 
 Ordering: a request's first segment goes ahead of everything else (time to first audio); other segments run by
 when their audio will be needed for playback (earliest due first), so a long text cannot starve short requests
-and still streams without gaps. Admission is bounded; late and abandoned work is dropped before it runs."""
+and still streams without gaps. Admission is bounded; late and abandoned work is dropped before it runs.
+
+Threads: a segment that has the machine to itself (no other request waiting) runs "solo" on every core, and
+the other workers hold later segments back until it is done; under load each worker runs one segment on its
+own share of the cores."""
 
 from __future__ import annotations
 
@@ -151,7 +155,9 @@ class Scheduler:
         engine = batch[0].engine
         with self._busy_changed:
             self._busy += 1
-            solo = self._busy == 1 and not len(self._queue)
+            # Alone, or only followed by this request's own segments: one at a time on every core beats
+            # splitting the cores between segments of one request (the longer one would straggle).
+            solo = self._busy == 1 and self._queue.holds_only(batch[0].trace.request_id)
             self._solo_running = self._solo_running or solo
         started = time.perf_counter()
         for job in batch:

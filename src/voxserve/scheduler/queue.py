@@ -6,6 +6,7 @@ import heapq
 import itertools
 import threading
 import time
+from collections import Counter
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -41,6 +42,7 @@ class SegmentQueue:
 
     def __init__(self) -> None:
         self._heap: list[tuple[int, float, int, Job]] = []
+        self._requests: Counter[str] = Counter()
         self._sequence = itertools.count()
         self._ready = threading.Condition()
         self._closed = False
@@ -49,16 +51,31 @@ class SegmentQueue:
         with self._ready:
             return len(self._heap)
 
+    def holds_only(self, request_id: str) -> bool:
+        """True when nothing but `request_id`'s segments (or nothing at all) is waiting."""
+        with self._ready:
+            return not self._requests or set(self._requests) == {request_id}
+
     def put(self, job: Job, due: float) -> None:
         with self._ready:
             heapq.heappush(self._heap, (job.priority, due, next(self._sequence), job))
+            self._requests[job.trace.request_id] += 1
             self._ready.notify()
 
     def get(self) -> Job | None:
         with self._ready:
             while not self._heap and not self._closed:
                 self._ready.wait()
-            return heapq.heappop(self._heap)[3] if self._heap else None
+            if not self._heap:
+                return None
+            job = heapq.heappop(self._heap)[3]
+            self._forget(job)
+            return job
+
+    def _forget(self, job: Job) -> None:
+        self._requests[job.trace.request_id] -= 1
+        if not self._requests[job.trace.request_id]:
+            del self._requests[job.trace.request_id]
 
     def take_compatible(self, head: Job, max_items: int, wait_s: float, max_length_ratio: float) -> list[Job]:
         """Up to `max_items` more jobs that can share `head`'s batch: same engine and voice, length within
@@ -80,9 +97,11 @@ class SegmentQueue:
 
         chosen = [entry for entry in sorted(self._heap) if fits(entry[3])][:limit]
         if chosen:
-            kept = set(id(entry) for entry in chosen)
+            kept = {id(entry) for entry in chosen}
             self._heap = [entry for entry in self._heap if id(entry) not in kept]
             heapq.heapify(self._heap)
+            for entry in chosen:
+                self._forget(entry[3])
         return [entry[3] for entry in chosen]
 
     def close(self) -> None:

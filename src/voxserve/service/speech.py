@@ -225,8 +225,8 @@ class SpeechService:
         return audio_cache_key(
             version=__version__, engine=voice.engine, voice=voice.id, text=job.text, speed=job.speed,
             format=job.response_format, noise_scale=settings.noise_scale, noise_w=settings.noise_w,
-            crossfade_ms=settings.crossfade_ms, first_segment_max_chars=settings.first_segment_max_chars,
-            max_segment_chars=settings.max_segment_chars,
+            crossfade_ms=settings.crossfade_ms, max_segment_chars=settings.max_segment_chars,
+            first_segment_max_chars=settings.first_segment_max_chars,
         )  # fmt: skip
 
     def _params(self, text: str, voice: VoiceInfo, job: SpeechJob) -> SynthesisParams:

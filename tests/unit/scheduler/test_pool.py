@@ -18,11 +18,11 @@ from voxserve.types import SynthesisParams
 
 def submit(
     scheduler: Scheduler, engine: FakeEngine, text: str, priority: Priority = Priority.LATER_SEGMENT,
-    due: float = 0.0, deadline_s: float = 60.0,
+    due: float = 0.0, deadline_s: float = 60.0, trace: RequestTrace | None = None,
 ) -> Future[np.ndarray]:  # fmt: skip
     segment = PreparedSegment(SynthesisParams(text=text, voice=FAKE_VOICE))
     deadline = time.perf_counter() + deadline_s
-    return scheduler.submit(engine, segment, RequestTrace(), priority=priority, due=due, deadline=deadline)
+    return scheduler.submit(engine, segment, trace or RequestTrace(), priority=priority, due=due, deadline=deadline)
 
 
 def held(scheduler: Scheduler, engine: FakeEngine) -> Future[np.ndarray]:
@@ -149,6 +149,31 @@ def test_another_requests_first_segment_runs_beside_a_solo_one(metrics: Metrics)
     finally:
         pool.close()
     assert sorted(engine.solo) == [False, True]
+
+
+@pytest.mark.parametrize(("same_request", "expected_solo"), [(True, [True, True, True]), (False, [False, False])])
+def test_one_requests_segments_run_one_at_a_time_on_every_core(
+    metrics: Metrics, same_request: bool, expected_solo: list[bool]
+) -> None:
+    engine = FakeEngine()
+    pool = Scheduler(SchedulerOptions(workers=2), metrics)
+    trace = RequestTrace()
+    try:
+        engine.gate.clear()
+        futures = [
+            submit(pool, engine, f"s{n}", Priority.LATER_SEGMENT if n and same_request else Priority.FIRST_SEGMENT,
+                   due=n, trace=trace if same_request else None)
+            for n in range(3)
+        ]  # fmt: skip
+        time.sleep(0.1)
+        engine.gate.set()
+        for future in futures:
+            future.result(timeout=5)
+    finally:
+        pool.close()
+    # One request: each segment sees only its own request waiting, so all run solo (sequentially).
+    # Three requests: the first two start side by side on one core each.
+    assert engine.solo[: len(expected_solo)] == expected_solo
 
 
 def test_batching_groups_same_voice_similar_lengths(metrics: Metrics) -> None:
