@@ -74,6 +74,7 @@ def bench(
     concurrency: Annotated[str, typer.Option(help="Concurrency levels, e.g. 1,2,4,8,16.")] = "1,2,4,8,16",
     requests: Annotated[int, typer.Option(help="Requests per level (0: 6 x concurrency, at least 24).")] = 0,
     duration: Annotated[float, typer.Option(help="Longest a level may run, seconds.")] = 60.0,
+    warmup: Annotated[int, typer.Option(help="Unrecorded requests first (cold caches and arenas).")] = 10,
     response_format: Annotated[str, typer.Option("--format", help="response_format to ask for.")] = "mp3",
     voice: Annotated[str, typer.Option(help="voice to ask for.")] = "alloy",
     model: Annotated[str, typer.Option(help="model to ask for.")] = "tts-1",
@@ -114,7 +115,8 @@ def bench(
             settings = load_settings(config)
             report.in_process = run_in_process(settings, texts, _configs(configs), on_progress=console.log)
         if sweep:
-            asyncio.run(_sweep(report, target, texts, _int_list(concurrency), requests, duration, server_pid))
+            levels = _int_list(concurrency)
+            asyncio.run(_sweep(report, target, texts, levels, requests, duration, warmup, server_pid))
     except VoxError as exc:
         console.print(f"[red]error:[/red] {exc.message}")
         raise typer.Exit(2) from exc
@@ -131,9 +133,10 @@ def bench(
 
 async def _sweep(
     report: BenchReport, target: Target, texts: list[str], levels: list[int], requests: int, duration: float,
-    server_pid: int | None,
+    warmup: int, server_pid: int | None,
 ) -> None:  # fmt: skip
-    await run_level(target, texts[:1], 1, max_requests=1, max_duration_s=duration)  # warm the connection path
+    if warmup:
+        await run_level(target, texts, 1, max_requests=warmup, max_duration_s=duration)
     server = _server_probe(target.url, server_pid)
     client = ProcessProbe(os.getpid())
     counts = {level: requests or max(24, 6 * level) for level in levels}

@@ -11,6 +11,7 @@ import numpy as np
 import onnxruntime as ort
 
 from voxserve.engines.base import PreparedSegment
+from voxserve.engines.piper_graph import with_duration_output
 from voxserve.errors import ConfigError, EngineError
 from voxserve.frontend.phonemize import Phonemizer
 from voxserve.types import SynthesisParams, VoiceInfo
@@ -22,11 +23,13 @@ SPEAKER_SEPARATOR = "@"
 @dataclass(frozen=True, slots=True)
 class SessionOptions:
     """How onnxruntime runs a model: threads per call under load, threads for a call that runs alone
-    (`solo_intra_op_threads`; a second session is made when it is larger), and whether idle threads spin."""
+    (`solo_intra_op_threads`; a second session is made when it is larger), whether idle threads spin, and
+    whether padded batches are run (the graph then also outputs durations, to trim each item exactly)."""
 
     intra_op_threads: int = 1
     solo_intra_op_threads: int = 1
     allow_spinning: bool = False
+    batching: bool = False
 
     def build(self, threads: int, *, memory_pattern: bool) -> ort.SessionOptions:
         """`memory_pattern` plans one block per input shape: ~19% faster for a lone 2-thread call, but every
@@ -50,11 +53,12 @@ def find_piper_models(directory: Path) -> list[Path]:
     return sorted(path for path in directory.rglob("*.onnx") if path.with_name(path.name + ".json").is_file())
 
 
-def _load_session(model_path: Path, options: ort.SessionOptions) -> ort.InferenceSession:
+def _load_session(model: Path | bytes, options: ort.SessionOptions, name: str) -> ort.InferenceSession:
     try:
-        return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
+                                    providers=["CPUExecutionProvider"])  # fmt: skip
     except Exception as exc:  # onnxruntime raises pybind types with no common base
-        raise ConfigError(f"cannot load Piper model {model_path}: {exc}") from exc
+        raise ConfigError(f"cannot load Piper model {name}: {exc}") from exc
 
 
 class PiperModel:
@@ -72,9 +76,13 @@ class PiperModel:
             self.speaker_ids: dict[str, int] = config.get("speaker_id_map") or {}
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"cannot read Piper voice config {config_path}: {exc}") from exc
-        self.session = _load_session(model_path, options.build(options.intra_op_threads, memory_pattern=False))
+        model: Path | bytes = model_path
+        self._durations_output: str | None = None
+        if options.batching:
+            model, self._durations_output = with_duration_output(model_path)
+        self.session = _load_session(model, options.build(options.intra_op_threads, memory_pattern=False), model_path)
         self.solo_session = (
-            _load_session(model_path, options.build(options.solo_intra_op_threads, memory_pattern=True))
+            _load_session(model, options.build(options.solo_intra_op_threads, memory_pattern=True), model_path)
             if options.solo_intra_op_threads > options.intra_op_threads
             else self.session
         )
@@ -112,9 +120,31 @@ class PiperModel:
         ids += self.phoneme_id_map[_EOS]
         return tuple(ids)
 
-    def synthesize(self, segment: PreparedSegment, *, solo: bool = False) -> np.ndarray:
-        params = segment.params
-        scales = np.array(
+    def synthesize(self, segments: Sequence[PreparedSegment], *, solo: bool = False) -> list[np.ndarray]:
+        """One call for all `segments` (same voice and scales; more than one needs `batching`): ids are padded
+        to the longest, and each output is cut to its own length from the predicted durations."""
+        longest = max(len(segment.phoneme_ids) for segment in segments)
+        pad = self.phoneme_id_map[_PAD][0]
+        inputs = {
+            "input": np.array([[*s.phoneme_ids, *[pad] * (longest - len(s.phoneme_ids))] for s in segments], np.int64),
+            "input_lengths": np.array([len(segment.phoneme_ids) for segment in segments], dtype=np.int64),
+            "scales": self._scales(segments[0].params),
+        }
+        if self._takes_speaker:
+            inputs["sid"] = np.array([self._speaker_id(segment.params) for segment in segments], dtype=np.int64)
+        try:
+            outputs = (self.solo_session if solo else self.session).run(None, inputs)
+        except Exception as exc:  # onnxruntime raises pybind types with no common base
+            raise EngineError(f"Piper voice {self.name} failed: {exc}") from exc
+        audio = outputs[0].reshape(len(segments), -1).astype(np.float32, copy=False)
+        if len(segments) == 1:
+            return [np.ascontiguousarray(audio[0])]
+        frames = outputs[1].reshape(len(segments), -1).sum(axis=1).astype(np.int64)
+        hop = audio.shape[1] // max(int(frames.max()), 1)
+        return [np.ascontiguousarray(audio[index, : frames[index] * hop]) for index in range(len(segments))]
+
+    def _scales(self, params: SynthesisParams) -> np.ndarray:
+        return np.array(
             [
                 self.noise_scale if params.noise_scale is None else params.noise_scale,
                 self.length_scale / params.speed,
@@ -122,30 +152,21 @@ class PiperModel:
             ],
             dtype=np.float32,
         )
-        inputs = {
-            "input": np.array([segment.phoneme_ids], dtype=np.int64),
-            "input_lengths": np.array([len(segment.phoneme_ids)], dtype=np.int64),
-            "scales": scales,
-        }
-        if self._takes_speaker:
-            speaker = params.voice.speakers[0] if params.voice.speakers else None
-            inputs["sid"] = np.array([self.speaker_ids.get(speaker, 0) if speaker else 0], dtype=np.int64)
-        try:
-            audio = (self.solo_session if solo else self.session).run(None, inputs)[0]
-        except Exception as exc:  # onnxruntime raises pybind types with no common base
-            raise EngineError(f"Piper voice {self.name} failed: {exc}") from exc
-        return np.ascontiguousarray(audio.reshape(-1), dtype=np.float32)
+
+    def _speaker_id(self, params: SynthesisParams) -> int:
+        return self.speaker_ids.get(params.voice.speakers[0], 0) if params.voice.speakers else 0
 
 
 class PiperEngine:
-    """Every loaded Piper model; each segment runs as one onnxruntime call (padded batching of VITS is ~2x
-    slower than sequential calls on CPU, so this engine does not batch)."""
+    """Every loaded Piper model. It batches only when built with `batching` (the scheduler's `max_batch_size`
+    above 1): padded VITS batches measured ~2x slower than sequential calls on CPU, so by default each segment
+    is one onnxruntime call."""
 
     name = "piper"
-    supports_batching = False
     supports_instructions = False
 
     def __init__(self, model_paths: Sequence[Path], phonemizer: Phonemizer, options: SessionOptions) -> None:
+        self.supports_batching = options.batching
         self._phonemizer = phonemizer
         self._models = [PiperModel(path, options) for path in model_paths]
         self._by_voice = {voice.id: model for model in self._models for voice in model.voices()}
@@ -159,10 +180,17 @@ class PiperEngine:
         return PreparedSegment(params, phonemes, model.phoneme_ids(phonemes))
 
     def run(self, batch: Sequence[PreparedSegment], *, solo: bool = False) -> list[np.ndarray]:
-        return [self._by_voice[segment.params.voice.id].synthesize(segment, solo=solo) for segment in batch]
+        if self.supports_batching and len({_batch_key(segment) for segment in batch}) == 1:
+            return self._by_voice[batch[0].params.voice.id].synthesize(batch, solo=solo)
+        return [self._by_voice[segment.params.voice.id].synthesize([segment], solo=solo)[0] for segment in batch]
 
     def warmup(self) -> None:
         for model in self._models:
-            voice = model.voices()[0]
+            warm = self.prepare(SynthesisParams(text="Warm up.", voice=model.voices()[0]))
             for solo in (False, True):
-                self.run([self.prepare(SynthesisParams(text="Warm up.", voice=voice))], solo=solo)
+                self.run([warm] * (2 if self.supports_batching else 1), solo=solo)
+
+
+def _batch_key(segment: PreparedSegment) -> tuple[object, ...]:
+    params = segment.params
+    return params.voice.id, params.speed, params.noise_scale, params.noise_w

