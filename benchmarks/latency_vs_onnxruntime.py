@@ -79,7 +79,7 @@ def start_server() -> tuple[subprocess.Popen[bytes], str]:
 def timed_request(client: httpx.Client, text: str, stream: bool) -> float:
     body = {"input": text, "voice": "alloy", "response_format": "wav", "stream": stream}
     started = time.perf_counter()
-    with client.stream("POST", "/v1/audio/speech", json=body) as response:
+    with client.stream("POST", "/v1/audio/speech", json=body, headers={"Cache-Control": "no-store"}) as response:
         response.raise_for_status()
         if stream:
             next(response.iter_bytes())

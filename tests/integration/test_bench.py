@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 from tests.conftest import ServerProcess
+from voxserve.settings import available_cores
 
 VOXSERVE = str(Path(sys.executable).with_name("voxserve"))
 
@@ -72,4 +74,7 @@ def test_in_process_baseline_and_tune_write_settings(tmp_path: Path) -> None:
     text = settings_path.read_text()
     assert "workers = " in text
     assert "intra_op_threads = " in text
-    assert "max_batch_size = 1" in text
+    assert "max_batch_size = " in text
+    assert ", batch 4: " in text  # padded batches were measured too
+    tuned = tomllib.loads(text)
+    assert tuned["workers"] * tuned["intra_op_threads"] <= available_cores()

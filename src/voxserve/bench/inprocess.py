@@ -22,6 +22,7 @@ class InProcessResult:
     threads: int
     audio_s_per_wall_s: float
     latency_s: dict[str, float]
+    batch_size: int = 1
 
 
 def default_configs(cores: int | None = None) -> list[tuple[int, int]]:
@@ -30,24 +31,30 @@ def default_configs(cores: int | None = None) -> list[tuple[int, int]]:
     return [(workers, threads) for workers in range(1, cores + 1) for threads in range(1, cores // workers + 1)]
 
 
-def _engine(settings: Settings, workers: int, threads: int) -> Engine:
+def _engine(settings: Settings, workers: int, threads: int, batch_size: int) -> Engine:
     update = {"workers": workers, "intra_op_threads": threads, "solo_intra_op_threads": threads,
-              "espeak_voices": False}  # fmt: skip
+              "max_batch_size": batch_size, "espeak_voices": False}  # fmt: skip
     return build_engines(settings.model_copy(update=update), EspeakPhonemizer(0))[0]
 
 
-def _saturate(engine: Engine, segments: Sequence[PreparedSegment], workers: int, sample_rate: int) -> float:
+def _saturate(
+    engine: Engine, segments: Sequence[PreparedSegment], workers: int, batch_size: int, sample_rate: int
+) -> float:
+    """`workers` threads take the next batch until none is left; batches group texts of similar length, as the
+    scheduler's length bucketing does."""
+    by_length = sorted(segments, key=lambda segment: len(segment.phoneme_ids))
+    batches = [by_length[start : start + batch_size] for start in range(0, len(by_length), batch_size)]
     next_index, audio_samples, lock = 0, 0, threading.Lock()
 
     def work() -> None:
         nonlocal next_index, audio_samples
         while True:
             with lock:
-                if next_index >= len(segments):
+                if next_index >= len(batches):
                     return
-                segment = segments[next_index]
+                batch = batches[next_index]
                 next_index += 1
-            samples = len(engine.run([segment])[0])
+            samples = sum(len(audio) for audio in engine.run(batch))
             with lock:
                 audio_samples += samples
 
@@ -61,15 +68,15 @@ def _saturate(engine: Engine, segments: Sequence[PreparedSegment], workers: int,
 
 
 def run_in_process(
-    settings: Settings, texts: Sequence[str], configs: Sequence[tuple[int, int]],
+    settings: Settings, texts: Sequence[str], configs: Sequence[tuple[int, int]], batch_size: int = 1,
     on_progress: Callable[[str], None] = lambda _: None,
 ) -> list[InProcessResult]:  # fmt: skip
     """For each configuration: c=1 latency of every text (sequential, whole text in one call) and saturated
-    throughput (`workers` threads sharing one session, each taking the next text)."""
+    throughput (`workers` threads sharing one session, each taking the next `batch_size` texts)."""
     results = []
     for workers, threads in configs:
-        on_progress(f"in-process {workers} worker(s) x {threads} thread(s)")
-        engine = _engine(settings, workers, threads)
+        on_progress(f"in-process {workers} worker(s) x {threads} thread(s), batch {batch_size}")
+        engine = _engine(settings, workers, threads, batch_size)
         voice = next(voice for voice in engine.voices() if voice.id == settings.default_voice)
         segments = [engine.prepare(SynthesisParams(text=text, voice=voice)) for text in texts]
         engine.run(segments[:1])
@@ -78,6 +85,6 @@ def run_in_process(
             started = time.perf_counter()
             engine.run([segment])
             latencies.append(time.perf_counter() - started)
-        throughput = _saturate(engine, segments, workers, voice.sample_rate)
-        results.append(InProcessResult(workers, threads, throughput, percentiles(latencies)))
+        throughput = _saturate(engine, segments, workers, batch_size, voice.sample_rate)
+        results.append(InProcessResult(workers, threads, throughput, percentiles(latencies), batch_size))
     return results
