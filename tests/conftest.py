@@ -83,6 +83,15 @@ def voices_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
+def serve(env: dict[str, str], log_dir: Path) -> Iterator[ServerProcess]:
+    process = ServerProcess(env, log_dir / "server.log")
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory, voices_dir: Path) -> Iterator[ServerProcess]:
     """Deterministic (noise scales 0) so streamed and buffered audio can be compared sample for sample."""
@@ -92,30 +101,20 @@ def server(tmp_path_factory: pytest.TempPathFactory, voices_dir: Path) -> Iterat
         "VOXSERVE_VOICES_DIR": str(voices_dir),
         "VOXSERVE_VOICE_ALIASES": '{"tone": "en_US-tone-test@alice"}',
     }
-    process = ServerProcess(env, tmp_path_factory.mktemp("logs") / "server.log")
-    try:
-        process.wait_ready()
-        yield process
-    finally:
-        process.stop()
+    yield from serve(env, tmp_path_factory.mktemp("server"))
 
 
 @pytest.fixture(scope="session")
 def constrained_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One worker, a six-segment queue and a two-second deadline: easy to fill, quick to time out."""
+    """One worker, a six-segment queue and a four-second deadline: easy to fill, quick to time out."""
     env = {
         "VOXSERVE_WORKERS": "1",
         "VOXSERVE_MAX_QUEUE_SIZE": "6",
-        "VOXSERVE_REQUEST_TIMEOUT_S": "2",
+        "VOXSERVE_REQUEST_TIMEOUT_S": "4",
         "VOXSERVE_AUDIO_CACHE_BYTES": "0",
         "VOXSERVE_ESPEAK_VOICES": "false",
     }
-    process = ServerProcess(env, tmp_path_factory.mktemp("logs") / "constrained.log")
-    try:
-        process.wait_ready()
-        yield process
-    finally:
-        process.stop()
+    yield from serve(env, tmp_path_factory.mktemp("constrained"))
 
 
 def metric_value(client: httpx.Client, name: str, labels: dict[str, str] | None = None) -> float:

@@ -38,13 +38,13 @@ class _EspeakVoice(ctypes.Structure):
 
 
 def _languages(voice: _EspeakVoice) -> list[str]:
-    """Decode espeak's language list: repeated (priority byte, NUL-terminated name), ended by a zero byte."""
-    raw = ctypes.string_at(voice.languages, 512)
-    languages, offset = [], 0
-    while offset < len(raw) and raw[offset] != 0:
-        end = raw.index(b"\0", offset + 1)
-        languages.append(raw[offset + 1 : end].decode())
-        offset = end + 1
+    """Decode espeak's language list: repeated (priority byte, NUL-terminated name), ended by a zero byte.
+    Read entry by entry: reading a fixed length past the list can touch unmapped memory."""
+    languages, address = [], voice.languages
+    while ctypes.string_at(address, 1) != b"\0":
+        name = ctypes.string_at(address + 1)
+        languages.append(name.decode())
+        address += len(name) + 2
     return languages
 
 
