@@ -18,7 +18,6 @@ def test_voices_list_bundled_espeak_and_directory_voices(http: httpx.Client) -> 
     listing = http.get("/v1/audio/voices").json()
     voices = {voice["id"]: voice for voice in listing["data"]}
     assert listing["default"] == "en_US-joe-medium"
-    assert voices["en_US-joe-medium"] | {} == voices["en_US-joe-medium"]
     assert voices["en_US-joe-medium"]["sample_rate"] == 22050
     assert voices["en_US-joe-medium"]["engine"] == "piper"
     assert {"espeak:en-us", "espeak:de", "espeak:fr"} <= set(voices)
@@ -35,7 +34,6 @@ def test_each_speaker_of_a_multi_speaker_voice_is_its_own_voice(http: httpx.Clie
         assert rate == SAMPLE_RATE
         crossings = np.count_nonzero(np.diff(np.signbit(samples)))
         pitches.append(crossings / len(samples))
-    assert pitches[1] == np.float64(pitches[1])
     assert 1.8 < pitches[1] / pitches[0] < 2.2
 
 
