@@ -71,6 +71,13 @@ class Settings(BaseSettings):
     noise_scale: float | None = Field(None, ge=0.0, description="Override every Piper voice's noise scale.")
     noise_w: float | None = Field(None, ge=0.0, description="Override every Piper voice's duration noise.")
 
+    telemetry: bool = Field(True, description="Per-request tracing and request metrics; off to measure their cost.")
+    summary_log_every: int = Field(100, ge=0, description="Log one summary line every N speech requests; 0 = never.")
+    diagnostics_window_s: float = Field(300.0, gt=0, description="How far back diagnostics and summaries look.")
+    metrics_endpoint: bool = True
+    diagnostics_endpoints: bool = True
+    profile_dir: Path | None = Field(None, description="Where profiler captures are written; None = a temp dir.")
+
     first_segment_max_chars: int = Field(24, ge=8)
     max_segment_chars: int = Field(150, ge=16)
     crossfade_ms: float = Field(8.0, ge=0.0, le=100.0)

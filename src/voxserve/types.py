@@ -6,6 +6,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# Speech runs at roughly 15 characters per second; used to estimate audio before it exists (playback order,
+# pending audio in the queue), never to measure it.
+SPOKEN_S_PER_CHAR = 0.065
+
 
 @dataclass(frozen=True, slots=True)
 class AudioChunk:
@@ -43,3 +47,7 @@ class SynthesisParams:
     noise_w: float | None = None
     instructions: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def estimated_audio_s(self) -> float:
+        return len(self.text) * SPOKEN_S_PER_CHAR / self.speed

@@ -14,9 +14,10 @@ from starlette.exceptions import HTTPException
 
 from voxserve import __version__
 from voxserve.api import catalog, health, metrics, speech
+from voxserve.api.middleware import TelemetryMiddleware
 from voxserve.api.state import AppState
 from voxserve.errors import InvalidRequestError, NotFoundError, VoxError
-from voxserve.service.bootstrap import build_speech_service
+from voxserve.service.bootstrap import build_speech_service, build_telemetry
 from voxserve.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -28,18 +29,26 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        state.speech = await asyncio.to_thread(build_speech_service, settings)
+        telemetry = state.telemetry = build_telemetry(settings)
+        telemetry.start()
+        loop_lag = asyncio.create_task(telemetry.loop_lag.watch()) if telemetry.enabled else None
+        state.speech = await asyncio.to_thread(build_speech_service, settings, telemetry)
         warmup = asyncio.create_task(_warm_up(state, settings))
         try:
             yield
         finally:
             warmup.cancel()
+            if loop_lag is not None:
+                loop_lag.cancel()
             await asyncio.to_thread(state.speech.close)
+            telemetry.stop()
 
     app = FastAPI(title="voxserve", version=__version__, lifespan=lifespan)
     app.state.voxserve = state
-    for module in (speech, catalog, health, metrics):
+    routers = [speech, catalog, health] + ([metrics] if settings.metrics_endpoint else [])
+    for module in routers:
         app.include_router(module.router)
+    app.add_middleware(TelemetryMiddleware, state=state)
     app.add_exception_handler(VoxError, _render_vox_error)
     app.add_exception_handler(RequestValidationError, _render_validation_error)
     app.add_exception_handler(HTTPException, _render_http_error)

@@ -13,8 +13,9 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
 
 from voxserve.api.protocol import SpeechRequest
-from voxserve.api.state import get_speech
+from voxserve.api.state import get_speech, get_trace
 from voxserve.errors import ClientDisconnectedError
+from voxserve.obs.trace import RequestTrace
 from voxserve.service.speech import SpeechService, SpeechStream
 
 router = APIRouter()
@@ -23,8 +24,14 @@ CACHE_BYPASS_VALUES = ("no-cache", "no-store")
 
 
 @router.post("/v1/audio/speech", response_model=None)
-async def create_speech(body: SpeechRequest, request: Request, speech: SpeechService = Depends(get_speech)) -> Response:
-    stream = speech.open(body.to_job(use_cache=_cache_allowed(request)), request.headers.get("x-request-id"))
+async def create_speech(
+    body: SpeechRequest,
+    request: Request,
+    speech: SpeechService = Depends(get_speech),
+    trace: RequestTrace = Depends(get_trace),
+) -> Response:
+    trace.add("receive", trace.elapsed_s(), start_s=trace.started_at)  # reading and validating the body
+    stream = speech.open(body.to_job(use_cache=_cache_allowed(request)), trace)
     if body.stream_format == "sse":
         return await _streaming_response(request, _sse_events(stream), "text/event-stream", stream)
     if not body.stream:

@@ -1,17 +1,25 @@
-"""What the routes depend on: the speech service once it is loaded and warm."""
+"""What the routes depend on: the speech service once it is loaded and warm, telemetry, and each request's trace."""
 
 from __future__ import annotations
+
+import re
 
 from fastapi import Request
 
 from voxserve.errors import NotReadyError
+from voxserve.obs.telemetry import Telemetry
+from voxserve.obs.trace import RequestTrace
 from voxserve.service.speech import SpeechService
+
+TRACE_KEY = "voxserve_trace"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 class AppState:
     """Holds the service; `ready` turns true after every engine has run once."""
 
     def __init__(self) -> None:
+        self.telemetry: Telemetry | None = None
         self.speech: SpeechService | None = None
         self.ready = False
 
@@ -25,3 +33,24 @@ def get_speech(request: Request) -> SpeechService:
     if state.speech is None or not state.ready:
         raise NotReadyError("voices are still loading; retry shortly")
     return state.speech
+
+
+def get_telemetry(request: Request) -> Telemetry:
+    telemetry = get_state(request).telemetry
+    if telemetry is None:
+        raise NotReadyError("the server is starting; retry shortly")
+    return telemetry
+
+
+def get_trace(request: Request) -> RequestTrace:
+    """The trace the middleware opened when the request arrived (a disabled one when telemetry is off)."""
+    trace = getattr(request.state, TRACE_KEY, None)
+    if trace is None:
+        trace = RequestTrace(sane_request_id(request.headers.get("x-request-id")), enabled=False)
+    return trace
+
+
+def sane_request_id(value: str | None) -> str | None:
+    """The client's `X-Request-Id` when it is a sane token (it is echoed back and logged); else `None`, and the
+    server makes one."""
+    return value if value is not None and _REQUEST_ID.fullmatch(value) else None

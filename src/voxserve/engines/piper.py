@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,9 +42,21 @@ class SessionOptions:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.enable_cpu_mem_arena = True
+        _register_shared_cpu_arena()
+        options.add_session_config_entry("session.use_env_allocators", "1")
         # Spinning threads steal the cores other workers need; only a lone worker may spin.
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.allow_spinning else "0")
         return options
+
+
+@functools.cache
+def _register_shared_cpu_arena() -> None:
+    """One CPU arena for every session in the process, instead of one per session: each arena keeps the largest
+    working set it has seen, so the lone-call and the shared session held two peaks at once (measured in-process
+    on the corpus at 2 x 1 plus solo calls: peak 545 -> 441-467 MB, same speed). Growth stays power-of-two:
+    growing by the requested size fragmented the arena and raised the peak (589-661 MB)."""
+    memory = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+    ort.create_and_register_allocator(memory, ort.OrtArenaCfg({"arena_extend_strategy": 0}))
 
 
 def find_piper_models(directory: Path) -> list[Path]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from voxserve.frontend.normalize import normalize_whitespace
+
 # Words that end in a period without ending a sentence.
 _ABBREVIATIONS = frozenset(
     {
@@ -15,10 +17,6 @@ _ABBREVIATIONS = frozenset(
 _SENTENCE_END = re.compile(r"""(?<=[.!?…])["'”’)\]]*\s+""")
 _CLAUSE_END = re.compile(r"""[,;:—–]["'”’)\]]*\s+""")
 _WHITESPACE = re.compile(r"\s+")
-
-
-def normalize_whitespace(text: str) -> str:
-    return _WHITESPACE.sub(" ", text).strip()
 
 
 def split_sentences(text: str) -> list[str]:

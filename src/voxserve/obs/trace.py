@@ -1,4 +1,4 @@
-"""`RequestTrace`: where one request's time went, stage by stage."""
+"""`RequestTrace`: where one request's time went, stage by stage, span by span."""
 
 from __future__ import annotations
 
@@ -7,38 +7,65 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+# Every stage a request may record, in pipeline order (README "Observability" explains each).
+STAGES = (
+    "receive", "cache", "normalize", "segment", "phonemize", "queue", "model", "postprocess", "encode", "write",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """One timed piece of work: `start_s` on the `time.perf_counter` clock, the thread that did it, and
+    details worth seeing in a profile (segment index, characters, batch size)."""
+
+    stage: str
+    start_s: float
+    duration_s: float
+    thread: str
+    detail: dict[str, object] = field(default_factory=dict)
 
 
 class RequestTrace:
-    """Accumulates per-stage durations for one request; safe to record from worker threads.
+    """Accumulates per-stage spans for one request; safe to record from worker threads.
 
     A stage recorded several times (one `model` call per segment) sums its durations and counts its calls.
     Stages that overlap in time (segments synthesized in parallel) may sum to more than the wall time.
+    A disabled trace (telemetry off) records nothing but the request's start, first audio and end.
     """
 
-    def __init__(self, request_id: str | None = None) -> None:
+    def __init__(self, request_id: str | None = None, *, started_at: float | None = None, enabled: bool = True) -> None:
         self.request_id = request_id or uuid.uuid4().hex[:16]
-        self.started_at = time.perf_counter()
+        self.started_at = time.perf_counter() if started_at is None else started_at
+        self.enabled = enabled
         self.first_audio_s: float | None = None
         self.finished_s: float | None = None
         self.input_chars = 0
         self.audio_s = 0.0
-        self._durations: dict[str, float] = {}
-        self._counts: dict[str, int] = {}
+        self.segments = 0
+        self.engine = ""
+        self.voice = ""
+        self.response_format = ""
+        self._spans: list[Span] = []
         self._lock = threading.Lock()
 
-    def add(self, stage: str, seconds: float) -> None:
+    def add(self, stage: str, seconds: float, *, start_s: float | None = None, **detail: object) -> None:
+        """Record `seconds` spent in `stage`, which ended now unless `start_s` says when it began."""
+        if not self.enabled:
+            return
+        start = time.perf_counter() - seconds if start_s is None else start_s
+        span = Span(stage, start, seconds, threading.current_thread().name, detail)
         with self._lock:
-            self._durations[stage] = self._durations.get(stage, 0.0) + seconds
-            self._counts[stage] = self._counts.get(stage, 0) + 1
+            self._spans.append(span)
 
     @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
+    def stage(self, name: str, **detail: object) -> Iterator[None]:
         started = time.perf_counter()
         try:
             yield
         finally:
-            self.add(name, time.perf_counter() - started)
+            self.add(name, time.perf_counter() - started, start_s=started, **detail)
 
     def elapsed_s(self) -> float:
         return time.perf_counter() - self.started_at
@@ -51,25 +78,42 @@ class RequestTrace:
         if self.finished_s is None:
             self.finished_s = self.elapsed_s()
 
-    def stages(self) -> dict[str, float]:
+    def total_s(self) -> float:
+        return self.finished_s if self.finished_s is not None else self.elapsed_s()
+
+    def spans(self) -> list[Span]:
         with self._lock:
-            return dict(self._durations)
+            return list(self._spans)
+
+    def stages(self) -> dict[str, float]:
+        """Seconds per stage, summed over its spans, in pipeline order."""
+        totals: dict[str, float] = {}
+        for span in self.spans():
+            totals[span.stage] = totals.get(span.stage, 0.0) + span.duration_s
+        return dict(sorted(totals.items(), key=lambda item: _stage_order(item[0])))
 
     def summary(self) -> dict[str, object]:
-        """A JSON-ready account of the request: stage seconds, counts, totals, real-time factor."""
-        total = self.finished_s if self.finished_s is not None else self.elapsed_s()
-        with self._lock:
-            stages = {name: round(seconds, 6) for name, seconds in self._durations.items()}
-            counts = dict(self._counts)
+        """A JSON-ready account of the request: stage seconds and counts, each model call, totals, real-time
+        factor and characters per second."""
+        spans = self.spans()
+        counts: dict[str, int] = {}
+        for span in spans:
+            counts[span.stage] = counts.get(span.stage, 0) + 1
+        total = self.total_s()
         return {
             "request_id": self.request_id,
-            "stages_s": stages,
+            "stages_s": {name: round(seconds, 6) for name, seconds in self.stages().items()},
             "stage_counts": counts,
+            "model_calls": [
+                {"duration_s": round(span.duration_s, 6), **span.detail} for span in spans if span.stage == "model"
+            ],
             "time_to_first_audio_s": None if self.first_audio_s is None else round(self.first_audio_s, 6),
             "total_s": round(total, 6),
             "input_chars": self.input_chars,
+            "segments": self.segments,
             "audio_s": round(self.audio_s, 6),
             "rtf": round(total / self.audio_s, 6) if self.audio_s else None,
+            "chars_per_s": round(self.input_chars / total, 3) if total > 0 else None,
         }
 
     def server_timing(self) -> str:
@@ -77,5 +121,9 @@ class RequestTrace:
         parts = [f"{name};dur={seconds * 1000:.2f}" for name, seconds in self.stages().items()]
         if self.first_audio_s is not None:
             parts.append(f"ttfa;dur={self.first_audio_s * 1000:.2f}")
-        parts.append(f"total;dur={self.elapsed_s() * 1000 if self.finished_s is None else self.finished_s * 1000:.2f}")
+        parts.append(f"total;dur={self.total_s() * 1000:.2f}")
         return ", ".join(parts)
+
+
+def _stage_order(stage: str) -> int:
+    return STAGES.index(stage) if stage in STAGES else len(STAGES)

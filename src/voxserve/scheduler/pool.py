@@ -62,6 +62,7 @@ class Scheduler:
         self.options = options
         self._metrics = metrics or Metrics()
         self._queue = SegmentQueue()
+        self._metrics.watch_queue(self.queue_depth, self._queue.pending_audio_s)
         self._busy = 0
         self._solo_running = False
         self._busy_changed = threading.Condition()
@@ -105,7 +106,6 @@ class Scheduler:
         means no engine time is spent on it."""
         future: Future[np.ndarray] = Future()
         self._queue.put(Job(engine, segment, trace, future, deadline, priority), due)
-        self._metrics.queue_depth.set(len(self._queue))
         return future
 
     def close(self) -> None:
@@ -125,7 +125,6 @@ class Scheduler:
                         self.options.max_length_ratio,
                     )
                 )  # fmt: skip
-            self._metrics.queue_depth.set(len(self._queue))
             if batch:
                 self._run(batch)
 
@@ -161,7 +160,7 @@ class Scheduler:
             self._solo_running = self._solo_running or solo
         started = time.perf_counter()
         for job in batch:
-            job.trace.add("queue", started - job.submitted_at)
+            job.trace.add("queue", started - job.submitted_at, start_s=job.submitted_at)
         try:
             outputs = engine.run([job.segment for job in batch], solo=solo)
         except VoxError as exc:
@@ -180,7 +179,10 @@ class Scheduler:
                 self._service_s = 0.9 * self._service_s + 0.1 * elapsed / len(batch)
                 self._busy_changed.notify_all()
             for job in batch:
-                job.trace.add("model", elapsed)
+                job.trace.add(
+                    "model", elapsed, start_s=started, engine=engine.name, chars=len(job.segment.params.text),
+                    batch=len(batch), solo=solo,
+                )  # fmt: skip
             self._metrics.engine_items.labels(engine.name).inc(len(batch))
             self._metrics.engine_executions.labels(engine.name).inc()
             self._metrics.batch_size.labels(engine.name).observe(len(batch))

@@ -45,6 +45,7 @@ class SegmentQueue:
     def __init__(self) -> None:
         self._heap: list[tuple[int, float, int, Job]] = []
         self._requests: Counter[str] = Counter()
+        self._pending_audio_s = 0.0
         self._sequence = itertools.count()
         self._ready = threading.Condition()
         self._closed = False
@@ -52,6 +53,11 @@ class SegmentQueue:
     def __len__(self) -> int:
         with self._ready:
             return len(self._heap)
+
+    def pending_audio_s(self) -> float:
+        """Estimated seconds of audio the queued segments will make."""
+        with self._ready:
+            return self._pending_audio_s
 
     def holds_only(self, request_id: str) -> bool:
         """True when nothing but `request_id`'s segments (or nothing at all) is waiting."""
@@ -62,6 +68,7 @@ class SegmentQueue:
         with self._ready:
             heapq.heappush(self._heap, (job.priority, due, next(self._sequence), job))
             self._requests[job.trace.request_id] += 1
+            self._pending_audio_s += job.segment.params.estimated_audio_s
             self._ready.notify()
 
     def get(self) -> Job | None:
@@ -75,9 +82,12 @@ class SegmentQueue:
             return job
 
     def _forget(self, job: Job) -> None:
+        self._pending_audio_s -= job.segment.params.estimated_audio_s
         self._requests[job.trace.request_id] -= 1
         if not self._requests[job.trace.request_id]:
             del self._requests[job.trace.request_id]
+        if not self._requests:
+            self._pending_audio_s = 0.0  # no float drift left behind by an empty queue
 
     def take_compatible(self, head: Job, max_items: int, wait_s: float, max_length_ratio: float) -> list[Job]:
         """Up to `max_items` more jobs that can share `head`'s batch: same engine and voice, length within

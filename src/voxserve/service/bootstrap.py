@@ -11,7 +11,7 @@ from voxserve.engines.base import Engine
 from voxserve.engines.espeak import EspeakEngine
 from voxserve.engines.piper import PiperEngine, SessionOptions, find_piper_models
 from voxserve.frontend.phonemize import EspeakPhonemizer
-from voxserve.obs.metrics import Metrics
+from voxserve.obs.telemetry import Telemetry, TelemetryOptions
 from voxserve.scheduler.pool import Scheduler, SchedulerOptions
 from voxserve.service.speech import SpeechService
 from voxserve.service.voices import VoiceRegistry
@@ -41,9 +41,21 @@ def build_engines(settings: Settings, phonemizer: EspeakPhonemizer) -> list[Engi
     return engines
 
 
-def build_speech_service(settings: Settings, metrics: Metrics | None = None) -> SpeechService:
-    """Load every voice (no warm-up yet), start the worker pool, open the caches and export their counts."""
-    metrics = metrics or Metrics()
+def build_telemetry(settings: Settings) -> Telemetry:
+    return Telemetry(
+        TelemetryOptions(
+            enabled=settings.telemetry,
+            summary_every=settings.summary_log_every,
+            window_s=settings.diagnostics_window_s,
+        )
+    )
+
+
+def build_speech_service(settings: Settings, telemetry: Telemetry | None = None) -> SpeechService:
+    """Load every voice (no warm-up yet), start the worker pool, open the caches and export their counts.
+    The telemetry is started by whoever serves (the API); `say` and other one-shot users leave it idle."""
+    telemetry = telemetry or build_telemetry(settings)
+    metrics = telemetry.metrics
     phonemizer = EspeakPhonemizer(settings.phoneme_cache_size)
     registry = VoiceRegistry(build_engines(settings, phonemizer), settings.resolved_aliases(), settings.default_voice)
     scheduler = Scheduler(
@@ -57,4 +69,4 @@ def build_speech_service(settings: Settings, metrics: Metrics | None = None) -> 
     )
     audio_cache = AudioCache(settings.audio_cache_bytes, settings.audio_cache_dir, settings.audio_cache_disk_bytes)
     metrics.watch_caches(lambda: {"phonemes": phonemizer.cache.stats(), **audio_cache.stats()})
-    return SpeechService(registry, scheduler, settings, audio_cache=audio_cache, metrics=metrics)
+    return SpeechService(registry, scheduler, settings, audio_cache=audio_cache, telemetry=telemetry)

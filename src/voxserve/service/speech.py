@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Future
@@ -17,18 +16,15 @@ from voxserve.audio.encode import CONTENT_TYPES, create_encoder, seal
 from voxserve.cache.audio import AudioCache, CachedAudio, audio_cache_key
 from voxserve.engines.base import Engine
 from voxserve.errors import DeadlineExceededError, InputTooLongError, InvalidRequestError
+from voxserve.frontend.normalize import normalize_text
 from voxserve.frontend.segment import segment_text
 from voxserve.obs.metrics import Metrics
+from voxserve.obs.telemetry import Telemetry, TelemetryOptions
 from voxserve.obs.trace import RequestTrace
 from voxserve.scheduler.pool import Priority, Scheduler
 from voxserve.service.voices import VoiceRegistry
 from voxserve.settings import Settings
 from voxserve.types import AudioChunk, SynthesisParams, VoiceInfo
-
-logger = logging.getLogger(__name__)
-
-# Speech runs at roughly 15 characters per second; used only to order segments by when playback needs them.
-_SPOKEN_S_PER_CHAR = 0.065
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +87,7 @@ class SpeechStream:
             joiner = SegmentJoiner(round(plan.crossfade_ms * self.voice.sample_rate / 1000))
             for future in futures:
                 samples = await self._result(future)
-                with self.trace.stage("join"):
+                with self.trace.stage("postprocess"):
                     ready = joiner.push(samples)
                 if len(ready):
                     yield self._chunk(ready)
@@ -118,7 +114,6 @@ class SpeechStream:
                 yield data
         pieces.append(await self._encode(encoder.flush))
         self.trace.finish()
-        logger.debug("request %s done: %s", self.trace.request_id, self.trace.summary())
         self._store(b"".join(pieces))
         if pieces[-1]:
             yield pieces[-1]
@@ -132,7 +127,7 @@ class SpeechStream:
         futures = []
         for index in range(start, stop):
             params = self._segments[index]
-            with self.trace.stage("phonemize"):
+            with self.trace.stage("phonemize", segment=index):
                 prepared = self._engine.prepare(params)
             futures.append(
                 self._plan.scheduler.submit(
@@ -146,8 +141,7 @@ class SpeechStream:
 
     def _playback_offset_s(self, index: int) -> float:
         """When, after the request started, a listener reaches segment `index` (estimated from text length)."""
-        chars = sum(len(params.text) for params in self._segments[:index])
-        return chars * _SPOKEN_S_PER_CHAR / self._segments[0].speed
+        return sum(params.estimated_audio_s for params in self._segments[:index])
 
     async def _result(self, future: Future[np.ndarray]) -> np.ndarray:
         assert self._plan is not None
@@ -177,17 +171,25 @@ class SpeechService:
 
     def __init__(
         self, registry: VoiceRegistry, scheduler: Scheduler, settings: Settings, *,
-        audio_cache: AudioCache | None = None, metrics: Metrics | None = None,
+        audio_cache: AudioCache | None = None, telemetry: Telemetry | None = None,
     ) -> None:  # fmt: skip
         self.registry = registry
         self.scheduler = scheduler
         self.audio_cache = audio_cache or AudioCache(0)
-        self.metrics = metrics or Metrics()
+        self.telemetry = telemetry or Telemetry(TelemetryOptions(enabled=False))
         self._settings = settings
 
-    def open(self, job: SpeechJob, request_id: str | None = None) -> SpeechStream:
-        """Check the job, answer it from the cache or plan its segments. Raises a `VoxError` for anything a
-        client got wrong, and `QueueFullError` when the server is at capacity."""
+    @property
+    def metrics(self) -> Metrics:
+        return self.telemetry.metrics
+
+    def open(self, job: SpeechJob, trace: RequestTrace | None = None) -> SpeechStream:
+        """Check the job, answer it from the cache or plan its segments, recording into `trace` (the API
+        starts it when the request arrives). Raises a `VoxError` for anything a client got wrong, and
+        `QueueFullError` when the server is at capacity."""
+        trace = trace or self.telemetry.new_trace()
+        trace.input_chars = len(job.text)
+        trace.response_format = job.response_format
         if not job.text.strip():
             raise InvalidRequestError("input must contain text", param="input")
         if len(job.text) > self._settings.max_input_chars:
@@ -195,20 +197,24 @@ class SpeechService:
                 f"input is {len(job.text)} characters; the limit is {self._settings.max_input_chars}", param="input"
             )
         voice = self.registry.resolve(job.voice, job.model)
-        trace = RequestTrace(request_id)
-        trace.input_chars = len(job.text)
+        trace.engine, trace.voice = voice.engine, voice.id
         key = self._cache_key(job, voice) if job.use_cache and self.audio_cache.enabled else None
         if key is not None:
             with trace.stage("cache"):
                 cached = self.audio_cache.get(key)
             if cached is not None:
                 return SpeechStream(job, voice, self.registry.engine(voice), trace, cached=cached)
+        with trace.stage("normalize"):
+            text = normalize_text(job.text)
         with trace.stage("segment"):
             texts = segment_text(
-                job.text,
+                text,
                 first_segment_max_chars=self._settings.first_segment_max_chars,
                 max_segment_chars=self._settings.max_segment_chars,
             )
+        if not texts:
+            raise InvalidRequestError("input must contain speakable text", param="input")
+        trace.segments = len(texts)
         self.scheduler.admit(len(texts))
         plan = _Plan(
             scheduler=self.scheduler,

@@ -1,0 +1,46 @@
+"""The ASGI middleware that opens every request's trace on arrival, times the writes of its body and hands the
+finished request to telemetry (with its route and status)."""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from voxserve.api.state import TRACE_KEY, AppState, sane_request_id
+
+
+class TelemetryMiddleware:
+    def __init__(self, app: ASGIApp, state: AppState) -> None:
+        self.app = app
+        self._state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        telemetry = self._state.telemetry
+        if scope["type"] != "http" or telemetry is None or not telemetry.enabled:
+            await self.app(scope, receive, send)
+            return
+        trace = telemetry.new_trace(_request_id(scope))
+        scope.setdefault("state", {})[TRACE_KEY] = trace
+        status = 500  # what the client gets if the app raises past every handler
+
+        async def send_timed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            if message["type"] == "http.response.body" and message.get("body"):
+                with trace.stage("write"):
+                    await send(message)
+            else:
+                await send(message)
+
+        try:
+            await self.app(scope, receive, send_timed)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            telemetry.observe(route, status, trace, trace.elapsed_s())
+
+
+def _request_id(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            return sane_request_id(value.decode("latin-1"))
+    return None
