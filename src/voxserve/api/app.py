@@ -13,11 +13,13 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from voxserve import __version__
-from voxserve.api import catalog, health, metrics, speech
+from voxserve.api import catalog, diagnostics, health, metrics, speech
 from voxserve.api.middleware import TelemetryMiddleware
 from voxserve.api.state import AppState
 from voxserve.errors import InvalidRequestError, NotFoundError, VoxError
 from voxserve.service.bootstrap import build_speech_service, build_telemetry
+from voxserve.service.diagnostics import Diagnostics
+from voxserve.service.profiling import Profiler
 from voxserve.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -32,7 +34,9 @@ def create_app(settings: Settings) -> FastAPI:
         telemetry = state.telemetry = build_telemetry(settings)
         telemetry.start()
         loop_lag = asyncio.create_task(telemetry.loop_lag.watch()) if telemetry.enabled else None
-        state.speech = await asyncio.to_thread(build_speech_service, settings, telemetry)
+        speech = state.speech = await asyncio.to_thread(build_speech_service, settings, telemetry)
+        state.diagnostics = Diagnostics(speech, settings)
+        profiler = state.profiler = Profiler(speech.registry.engines(), telemetry, settings.profile_dir)
         warmup = asyncio.create_task(_warm_up(state, settings))
         try:
             yield
@@ -40,12 +44,15 @@ def create_app(settings: Settings) -> FastAPI:
             warmup.cancel()
             if loop_lag is not None:
                 loop_lag.cancel()
-            await asyncio.to_thread(state.speech.close)
+            await asyncio.to_thread(profiler.close)
+            await asyncio.to_thread(speech.close)
             telemetry.stop()
 
     app = FastAPI(title="voxserve", version=__version__, lifespan=lifespan)
     app.state.voxserve = state
-    routers = [speech, catalog, health] + ([metrics] if settings.metrics_endpoint else [])
+    routers = [speech, catalog, health]
+    routers += [metrics] if settings.metrics_endpoint else []
+    routers += [diagnostics] if settings.diagnostics_endpoints else []
     for module in routers:
         app.include_router(module.router)
     app.add_middleware(TelemetryMiddleware, state=state)

@@ -9,6 +9,8 @@ from fastapi import Request
 from voxserve.errors import NotReadyError
 from voxserve.obs.telemetry import Telemetry
 from voxserve.obs.trace import RequestTrace
+from voxserve.service.diagnostics import Diagnostics
+from voxserve.service.profiling import Profiler
 from voxserve.service.speech import SpeechService
 
 TRACE_KEY = "voxserve_trace"
@@ -21,6 +23,8 @@ class AppState:
     def __init__(self) -> None:
         self.telemetry: Telemetry | None = None
         self.speech: SpeechService | None = None
+        self.diagnostics: Diagnostics | None = None
+        self.profiler: Profiler | None = None
         self.ready = False
 
 
@@ -33,6 +37,20 @@ def get_speech(request: Request) -> SpeechService:
     if state.speech is None or not state.ready:
         raise NotReadyError("voices are still loading; retry shortly")
     return state.speech
+
+
+def get_diagnostics(request: Request) -> Diagnostics:
+    diagnostics = get_state(request).diagnostics
+    if diagnostics is None:
+        raise NotReadyError("voices are still loading; retry shortly")
+    return diagnostics
+
+
+def get_profiler(request: Request) -> Profiler:
+    profiler = get_state(request).profiler
+    if profiler is None:
+        raise NotReadyError("voices are still loading; retry shortly")
+    return profiler
 
 
 def get_telemetry(request: Request) -> Telemetry:

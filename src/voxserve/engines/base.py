@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -19,6 +20,15 @@ class PreparedSegment:
     params: SynthesisParams
     phonemes: str = ""
     phoneme_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EngineProfile:
+    """A profile an engine's runtime wrote: Chrome trace events with `ts` in microseconds from `start_ns`
+    (on the `time.monotonic_ns` clock)."""
+
+    path: Path
+    start_ns: int
 
 
 class Engine(Protocol):
@@ -43,4 +53,17 @@ class Engine(Protocol):
 
     def warmup(self) -> None:
         """Run each model once so the first request does not pay for lazy initialization."""
+        ...
+
+    def runtime_info(self) -> dict[str, object]:
+        """How the engine runs (execution providers, threads, models), for diagnostics."""
+        ...
+
+    def start_profiling(self, directory: Path) -> None:
+        """Have the runtime profile every call from now on, writing into `directory`. Engines whose runtime
+        has no profiler do nothing."""
+        ...
+
+    def stop_profiling(self) -> list[EngineProfile]:
+        """Stop profiling; the profiles written since `start_profiling` (none for engines without one)."""
         ...

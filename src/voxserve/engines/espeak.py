@@ -5,11 +5,12 @@ from __future__ import annotations
 import ctypes
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 import espeakng_loader
 import numpy as np
 
-from voxserve.engines.base import PreparedSegment
+from voxserve.engines.base import EngineProfile, PreparedSegment
 from voxserve.errors import ConfigError, EngineError
 from voxserve.types import SynthesisParams, VoiceInfo
 
@@ -118,3 +119,12 @@ class EspeakEngine:
     def warmup(self) -> None:
         voice = self._voices.get(VOICE_PREFIX + "en-us") or next(iter(self._voices.values()))
         self._synthesize(SynthesisParams(text="Warm up.", voice=voice))
+
+    def runtime_info(self) -> dict[str, object]:
+        return {"runtime": "libespeak-ng", "voices": len(self._voices), "concurrency": "one call at a time"}
+
+    def start_profiling(self, directory: Path) -> None:
+        """libespeak-ng has no profiler; its calls still appear as model spans in a capture."""
+
+    def stop_profiling(self) -> list[EngineProfile]:
+        return []

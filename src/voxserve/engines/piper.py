@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from voxserve.engines.base import PreparedSegment
+from voxserve.engines.base import EngineProfile, PreparedSegment
 from voxserve.engines.piper_graph import with_duration_output
 from voxserve.errors import ConfigError, EngineError
 from voxserve.frontend.phonemize import Phonemizer
@@ -32,8 +34,9 @@ class SessionOptions:
     allow_spinning: bool = False
     batching: bool = False
 
-    def build(self, threads: int, *, memory_pattern: bool) -> ort.SessionOptions:
-        """`memory_pattern` plans one block per input shape: ~19% faster for a lone 2-thread call, but every
+    def build(self, threads: int, *, memory_pattern: bool, profile_prefix: Path | None = None) -> ort.SessionOptions:
+        """`profile_prefix` turns onnxruntime's profiler on, writing `<prefix>_<time>.json`.
+        `memory_pattern` plans one block per input shape: ~19% faster for a lone 2-thread call, but every
         concurrent call then holds its whole peak at once (measured on the corpus: 913 vs 672 MB at 2 x 1)."""
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
@@ -44,6 +47,9 @@ class SessionOptions:
         options.enable_cpu_mem_arena = True
         _register_shared_cpu_arena()
         options.add_session_config_entry("session.use_env_allocators", "1")
+        if profile_prefix is not None:
+            options.enable_profiling = True
+            options.profile_file_prefix = str(profile_prefix)
         # Spinning threads steal the cores other workers need; only a lone worker may spin.
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.allow_spinning else "0")
         return options
@@ -74,9 +80,38 @@ def _load_session(model: Path | bytes, options: ort.SessionOptions, name: str) -
         raise ConfigError(f"cannot load Piper model {name}: {exc}") from exc
 
 
+class _Sessions:
+    """The session every worker shares and the one for calls that run alone (the same object when a lone call
+    gets no more threads), with a count of calls in flight so a profiling pair is ended only once idle."""
+
+    def __init__(self, shared: ort.InferenceSession, solo: ort.InferenceSession) -> None:
+        self.shared = shared
+        self.solo = solo
+        self._in_flight = 0
+        self._idle = threading.Condition()
+
+    @contextmanager
+    def use(self, *, solo: bool) -> Iterator[ort.InferenceSession]:
+        with self._idle:
+            self._in_flight += 1
+        try:
+            yield self.solo if solo else self.shared
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
+
+    def wait_idle(self) -> None:
+        with self._idle:
+            self._idle.wait_for(lambda: self._in_flight == 0)
+
+    def distinct(self) -> list[tuple[str, ort.InferenceSession]]:
+        return [("shared", self.shared)] + ([("solo", self.solo)] if self.solo is not self.shared else [])
+
+
 class PiperModel:
     """One Piper `.onnx` file and its config. One session is shared by every worker and speaker; a second one,
-    with more threads, serves calls that run alone."""
+    with more threads, serves calls that run alone. While profiling, a profiling pair stands in for both."""
 
     def __init__(self, model_path: Path, options: SessionOptions) -> None:
         config_path = model_path.with_name(model_path.name + ".json")
@@ -89,23 +124,61 @@ class PiperModel:
             self.speaker_ids: dict[str, int] = config.get("speaker_id_map") or {}
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"cannot read Piper voice config {config_path}: {exc}") from exc
-        model: Path | bytes = model_path
+        self._source: Path | bytes = model_path
+        self._options = options
         self._durations_output: str | None = None
         if options.batching:
-            model, self._durations_output = with_duration_output(model_path)
-        self.session = _load_session(model, options.build(options.intra_op_threads, memory_pattern=False), model_path)
-        self.solo_session = (
-            _load_session(model, options.build(options.solo_intra_op_threads, memory_pattern=True), model_path)
-            if options.solo_intra_op_threads > options.intra_op_threads
-            else self.session
-        )
+            self._source, self._durations_output = with_duration_output(model_path)
         self.name = model_path.name.removesuffix(".onnx")
+        self._plain = self._load_sessions()
+        self._sessions = self._plain
         self.language = str(config.get("language", {}).get("code", self.espeak_voice))
         self.phoneme_map: dict[str, list[str]] = config.get("phoneme_map") or {}
         self.noise_scale = float(inference.get("noise_scale", 0.667))
         self.length_scale = float(inference.get("length_scale", 1.0))
         self.noise_w = float(inference.get("noise_w", 0.8))
-        self._takes_speaker = any(i.name == "sid" for i in self.session.get_inputs())
+        self._takes_speaker = any(i.name == "sid" for i in self._plain.shared.get_inputs())
+
+    def _load_sessions(self, profile_dir: Path | None = None) -> _Sessions:
+        options = self._options
+
+        def load(threads: int, memory_pattern: bool, role: str) -> ort.InferenceSession:
+            prefix = None if profile_dir is None else profile_dir / f"onnxruntime-{self.name}-{role}"
+            built = options.build(threads, memory_pattern=memory_pattern, profile_prefix=prefix)
+            return _load_session(self._source, built, self.name)
+
+        shared = load(options.intra_op_threads, False, "shared")
+        if options.solo_intra_op_threads <= options.intra_op_threads:
+            return _Sessions(shared, shared)
+        return _Sessions(shared, load(options.solo_intra_op_threads, True, "solo"))
+
+    def start_profiling(self, directory: Path) -> None:
+        self._sessions = self._load_sessions(directory)
+
+    def stop_profiling(self) -> list[EngineProfile]:
+        profiling, self._sessions = self._sessions, self._plain
+        if profiling is self._plain:
+            return []
+        profiling.wait_idle()
+        return [
+            EngineProfile(Path(session.end_profiling()), session.get_profiling_start_time_ns())
+            for _, session in profiling.distinct()
+        ]
+
+    def runtime_info(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "sample_rate": self.sample_rate,
+            "speakers": len(self.speaker_ids) or 1,
+            "sessions": {
+                role: {"providers": session.get_providers(), "threads": threads}
+                for (role, session), threads in zip(
+                    self._plain.distinct(),
+                    (self._options.intra_op_threads, self._options.solo_intra_op_threads),
+                    strict=False,
+                )
+            },
+        }
 
     def voices(self) -> list[VoiceInfo]:
         if len(self.speaker_ids) <= 1:
@@ -146,7 +219,8 @@ class PiperModel:
         if self._takes_speaker:
             inputs["sid"] = np.array([self._speaker_id(segment.params) for segment in segments], dtype=np.int64)
         try:
-            outputs = (self.solo_session if solo else self.session).run(None, inputs)
+            with self._sessions.use(solo=solo) as session:
+                outputs = session.run(None, inputs)
         except Exception as exc:  # onnxruntime raises pybind types with no common base
             raise EngineError(f"Piper voice {self.name} failed: {exc}") from exc
         audio = outputs[0].reshape(len(segments), -1).astype(np.float32, copy=False)
@@ -202,6 +276,21 @@ class PiperEngine:
             warm = self.prepare(SynthesisParams(text="Warm up.", voice=model.voices()[0]))
             for solo in (False, True):
                 self.run([warm] * (2 if self.supports_batching else 1), solo=solo)
+
+    def runtime_info(self) -> dict[str, object]:
+        return {
+            "runtime": f"onnxruntime {ort.__version__}",
+            "available_providers": ort.get_available_providers(),
+            "batching": self.supports_batching,
+            "models": [model.runtime_info() for model in self._models],
+        }
+
+    def start_profiling(self, directory: Path) -> None:
+        for model in self._models:
+            model.start_profiling(directory)
+
+    def stop_profiling(self) -> list[EngineProfile]:
+        return [profile for model in self._models for profile in model.stop_profiling()]
 
 
 def _batch_key(segment: PreparedSegment) -> tuple[object, ...]:

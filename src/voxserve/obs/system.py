@@ -45,7 +45,8 @@ class SystemSummary:
     gpu_throttle_reasons: tuple[str, ...]
 
     def as_dict(self) -> dict[str, object]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        values = {name: getattr(self, name) for name in self.__slots__}
+        return {name: round(value, 4) if isinstance(value, float) else value for name, value in values.items()}
 
 
 class SystemMonitor:

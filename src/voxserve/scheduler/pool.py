@@ -62,7 +62,7 @@ class Scheduler:
         self.options = options
         self._metrics = metrics or Metrics()
         self._queue = SegmentQueue()
-        self._metrics.watch_queue(self.queue_depth, self._queue.pending_audio_s)
+        self._metrics.watch_queue(self.queue_depth, self.pending_audio_s)
         self._busy = 0
         self._solo_running = False
         self._busy_changed = threading.Condition()
@@ -80,6 +80,10 @@ class Scheduler:
 
     def queue_depth(self) -> int:
         return len(self._queue)
+
+    def pending_audio_s(self) -> float:
+        """Estimated audio the queued segments will make."""
+        return self._queue.pending_audio_s()
 
     def admit(self, segments: int) -> None:
         """Refuse a request whose segments would overflow the queue. An empty queue admits any request, so a
