@@ -54,6 +54,9 @@ class ServerProcess:
         self.process = subprocess.Popen(command, env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT)
         self._log_path = log_path
 
+    def log_text(self) -> str:
+        return self._log_path.read_text(errors="replace")
+
     def wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -100,6 +103,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, voices_dir: Path) -> Iterat
         "VOXSERVE_NOISE_W": "0",
         "VOXSERVE_VOICES_DIR": str(voices_dir),
         "VOXSERVE_VOICE_ALIASES": '{"tone": "en_US-tone-test@alice"}',
+        "VOXSERVE_SUMMARY_LOG_EVERY": "5",
     }
     yield from serve(env, tmp_path_factory.mktemp("server"))
 
@@ -113,6 +117,7 @@ def constrained_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ser
         "VOXSERVE_REQUEST_TIMEOUT_S": "4",
         "VOXSERVE_AUDIO_CACHE_BYTES": "0",
         "VOXSERVE_ESPEAK_VOICES": "false",
+        "VOXSERVE_DIAGNOSTICS_ENDPOINTS": "false",
     }
     yield from serve(env, tmp_path_factory.mktemp("constrained"))
 

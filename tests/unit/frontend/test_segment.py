@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from voxserve.frontend.normalize import normalize_text
 from voxserve.frontend.segment import segment_text, split_sentences
 
 
@@ -54,3 +55,8 @@ def test_over_long_sentences_are_cut_and_no_word_is_lost() -> None:
 
 def test_whitespace_only_text_has_no_segments() -> None:
     assert segment_text(" \n\t ", first_segment_max_chars=60, max_segment_chars=300) == []
+
+
+def test_normalize_text_drops_invisible_characters_and_keeps_joiners() -> None:
+    assert normalize_text("Cafe\u0301\u200b  time\x07\n\tnow\ufeff") == "Café time now"
+    assert normalize_text("a\u200db") == "a\u200db"
