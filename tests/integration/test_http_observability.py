@@ -29,6 +29,15 @@ def speech(http: httpx.Client, text: str = SHORT, **fields: object) -> httpx.Res
     return response
 
 
+def settled(http: httpx.Client, name: str, labels: dict[str, str], expected: float) -> float:
+    """The metric once it reaches `expected` (or its last value after 5 s): a request is recorded just after
+    its last byte leaves, so a scrape right after the response can run ahead of it."""
+    deadline = time.monotonic() + 5
+    while (value := metric_value(http, name, labels)) != expected and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return value
+
+
 def server_timing(response: httpx.Response) -> dict[str, float]:
     entries = (part.strip().split(";dur=") for part in response.headers["server-timing"].split(","))
     return {name: float(ms) / 1000 for name, ms in entries}
@@ -70,7 +79,7 @@ def test_request_metrics_move_with_requests(http: httpx.Client) -> None:
     }
     for _ in range(2):
         speech(http)
-    assert metric_value(http, "voxserve_requests_total", labels) == before["requests"] + 2
+    assert settled(http, "voxserve_requests_total", labels, before["requests"] + 2) == before["requests"] + 2
     latency_count = metric_value(http, "voxserve_request_duration_seconds_count", {"route": "/v1/audio/speech"})
     assert latency_count == before["latency"] + 2
     assert metric_value(http, "voxserve_time_to_first_audio_seconds_count", {"engine": "piper"}) == before["ttfa"] + 2
@@ -80,10 +89,11 @@ def test_request_metrics_move_with_requests(http: httpx.Client) -> None:
 
 
 def test_error_requests_are_counted_by_status(http: httpx.Client) -> None:
-    labels = {"route": "/v1/audio/speech", "status": "404"}
+    labels = {"route": "/v1/audio/speech", "status": "404", "engine": "none", "format": "flac"}
     before = metric_value(http, "voxserve_requests_total", labels)
-    assert http.post("/v1/audio/speech", json={"input": "hi", "voice": "nobody"}).status_code == 404
-    assert metric_value(http, "voxserve_requests_total", labels) == before + 1
+    body = {"input": "hi", "voice": "nobody", "response_format": "flac"}
+    assert http.post("/v1/audio/speech", json=body).status_code == 404
+    assert settled(http, "voxserve_requests_total", labels, before + 1) == before + 1
 
 
 def test_process_and_event_loop_metrics_are_exported(http: httpx.Client) -> None:
@@ -210,6 +220,9 @@ def test_diagnostics_can_be_turned_off(constrained_server: ServerProcess) -> Non
 def test_summary_line_is_logged_every_n_requests(http: httpx.Client, server: ServerProcess) -> None:
     for _ in range(5):
         speech(http)
+    deadline = time.monotonic() + 5
+    while "summary requests=" not in server.log_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
     line = next(line for line in server.log_text().splitlines() if "summary requests=" in line)
     for field in ("latency_p50=", "ttfa_p50=", "rtf_p50=", "chars_per_s_p50=", "cpu_cores=", "rss_mb=", "gpu_util="):
         assert field in line

@@ -73,16 +73,17 @@ class Telemetry:
     def observe(self, route: str, status: int, trace: RequestTrace, duration_s: float) -> None:
         """Record one finished HTTP request; `trace.engine` is set for speech requests, which also enter the
         window, the per-request histograms and the debug log."""
-        metrics = self.metrics
-        metrics.requests.labels(route, str(status), trace.engine or "none", trace.response_format or "none").inc()
-        metrics.request_duration.labels(route).observe(duration_s)
-        if not trace.engine:
-            return
-        stages = trace.stages()
+        if trace.engine:
+            self._observe_speech(status, trace, duration_s)
+        # Counted last: once a request shows in voxserve_requests_total, everything about it is recorded.
+        self.metrics.request_duration.labels(route).observe(duration_s)
+        self.metrics.requests.labels(route, str(status), trace.engine or "none", trace.response_format or "none").inc()
+
+    def _observe_speech(self, status: int, trace: RequestTrace, duration_s: float) -> None:
         record = RequestRecord(
             status=status, engine=trace.engine, response_format=trace.response_format,
             input_chars=trace.input_chars, audio_s=trace.audio_s, total_s=duration_s,
-            ttfa_s=trace.first_audio_s, stages=stages,
+            ttfa_s=trace.first_audio_s, stages=trace.stages(),
         )  # fmt: skip
         self.window.add(record)
         if record.ok:
