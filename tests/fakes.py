@@ -28,6 +28,7 @@ class FakeEngine:
         self.ran: list[str] = []
         self.batches: list[list[str]] = []
         self.solo: list[bool] = []
+        self.solo_by_text: dict[str, bool] = {}
         self.gate = threading.Event()
         self.gate.set()
         self.started = threading.Event()
@@ -48,6 +49,7 @@ class FakeEngine:
         self.ran += texts
         self.batches.append(texts)
         self.solo.append(solo)
+        self.solo_by_text.update(dict.fromkeys(texts, solo))
         return [np.full(len(text), len(text) / 100, dtype=np.float32) for text in texts]
 
     def warmup(self) -> None:
