@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import TypeVar
 
 from fastapi import Request
 
@@ -13,6 +14,7 @@ from voxserve.service.diagnostics import Diagnostics
 from voxserve.service.profiling import Profiler
 from voxserve.service.speech import SpeechService
 
+T = TypeVar("T")
 TRACE_KEY = "voxserve_trace"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
@@ -40,24 +42,22 @@ def get_speech(request: Request) -> SpeechService:
 
 
 def get_diagnostics(request: Request) -> Diagnostics:
-    diagnostics = get_state(request).diagnostics
-    if diagnostics is None:
-        raise NotReadyError("voices are still loading; retry shortly")
-    return diagnostics
+    return _loaded(get_state(request).diagnostics)
 
 
 def get_profiler(request: Request) -> Profiler:
-    profiler = get_state(request).profiler
-    if profiler is None:
-        raise NotReadyError("voices are still loading; retry shortly")
-    return profiler
+    return _loaded(get_state(request).profiler)
 
 
 def get_telemetry(request: Request) -> Telemetry:
-    telemetry = get_state(request).telemetry
-    if telemetry is None:
+    return _loaded(get_state(request).telemetry)
+
+
+def _loaded(part: T | None) -> T:
+    """A part of the server that start-up has built, or 503 while it has not."""
+    if part is None:
         raise NotReadyError("the server is starting; retry shortly")
-    return telemetry
+    return part
 
 
 def get_trace(request: Request) -> RequestTrace:

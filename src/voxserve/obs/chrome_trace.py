@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from voxserve.engines.base import EngineProfile
 from voxserve.obs.sampler import StackSample
-from voxserve.obs.trace import RequestTrace, Span
+from voxserve.obs.trace import RequestTrace, Span, sum_stages
 
 REQUESTS_PID, PYTHON_PID, ENGINE_PID = 1, 2, 3
 STAGE_CATEGORY, PYTHON_CATEGORY = "stage", "python"
@@ -57,7 +57,7 @@ def build_trace(
     summary = {
         **capture,
         "requests": len(traces),
-        "stages_ms_per_request": _per_request(_stage_totals_ms(traces), len(traces)),
+        "stages_ms_per_request": _per_request_ms(traces),
         "top_operators": top_operators(engine_events),
         "top_functions": _top_functions(samples, sample_interval_s),
     }
@@ -165,16 +165,9 @@ def _engine_events(clock: Clock, profile: EngineProfile) -> list[dict[str, objec
     return moved
 
 
-def _stage_totals_ms(traces: Sequence[RequestTrace]) -> dict[str, float]:
-    totals: dict[str, float] = defaultdict(float)
-    for trace in traces:
-        for stage, seconds in trace.stages().items():
-            totals[stage] += seconds * 1000
-    return dict(totals)
-
-
-def _per_request(totals: dict[str, float], requests: int) -> dict[str, float]:
-    return {name: round(ms / max(requests, 1), 3) for name, ms in totals.items()}
+def _per_request_ms(traces: Sequence[RequestTrace]) -> dict[str, float]:
+    totals = sum_stages(trace.stages() for trace in traces)
+    return {name: round(seconds * 1000 / max(len(traces), 1), 3) for name, seconds in totals.items()}
 
 
 def _top_functions(samples: Sequence[StackSample], interval_s: float, limit: int = TOP) -> list[dict[str, object]]:

@@ -3,7 +3,6 @@ GPUs and why, and never raises."""
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,7 +10,6 @@ from typing import TypeVar
 
 import pynvml
 
-logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Clock-event reasons that mean the GPU runs slower than it could (idle and application settings do not).

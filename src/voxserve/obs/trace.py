@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -123,6 +123,15 @@ class RequestTrace:
             parts.append(f"ttfa;dur={self.first_audio_s * 1000:.2f}")
         parts.append(f"total;dur={self.total_s() * 1000:.2f}")
         return ", ".join(parts)
+
+
+def sum_stages(stage_maps: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    """Seconds per stage added up over many requests (each a stage -> seconds map)."""
+    totals: dict[str, float] = {}
+    for stages in stage_maps:
+        for stage, seconds in stages.items():
+            totals[stage] = totals.get(stage, 0.0) + seconds
+    return totals
 
 
 def _stage_order(stage: str) -> int:

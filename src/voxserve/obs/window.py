@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from voxserve.obs.trace import sum_stages
+
 
 @dataclass(frozen=True, slots=True)
 class RequestRecord:
@@ -102,22 +104,18 @@ def window_stats(records: list[RequestRecord], span_s: float) -> WindowStats:
     ttfas = np.array([record.ttfa_s for record in ok if record.ttfa_s is not None])
     rtfs = np.array([record.total_s / record.audio_s for record in ok if record.audio_s > 0])
     speeds = np.array([record.input_chars / record.total_s for record in ok if record.total_s > 0])
-    totals: dict[str, float] = {}
-    for record in ok:
-        for stage, seconds in record.stages.items():
-            totals[stage] = totals.get(stage, 0.0) + seconds
     return WindowStats(
         span_s=span_s,
         requests=len(ok),
         errors=len(records) - len(ok),
-        latency_p50_s=_percentile(latencies, 50),
-        latency_p95_s=_percentile(latencies, 95),
-        ttfa_p50_s=_percentile(ttfas, 50),
-        ttfa_p95_s=_percentile(ttfas, 95),
-        rtf_p50=_percentile(rtfs, 50),
-        chars_per_s_p50=_percentile(speeds, 50),
+        latency_p50_s=percentile(latencies, 50),
+        latency_p95_s=percentile(latencies, 95),
+        ttfa_p50_s=percentile(ttfas, 50),
+        ttfa_p95_s=percentile(ttfas, 95),
+        rtf_p50=percentile(rtfs, 50),
+        chars_per_s_p50=percentile(speeds, 50),
         audio_s=sum(record.audio_s for record in ok),
-        stage_totals_s=totals,
+        stage_totals_s=sum_stages(record.stages for record in ok),
         length_correlation=length_correlation(ok),
     )
 
@@ -160,7 +158,8 @@ class RecentWindow:
         return window_stats(records, span)
 
 
-def _percentile(values: np.ndarray, q: float) -> float | None:
+def percentile(values: np.ndarray, q: float) -> float | None:
+    """The `q`th percentile, or `None` for no values."""
     return float(np.percentile(values, q)) if len(values) else None
 
 

@@ -16,8 +16,8 @@ import psutil
 from voxserve.errors import ConflictError, InvalidRequestError
 from voxserve.obs.bottleneck import Evidence, diagnose
 from voxserve.obs.system import SystemSummary
-from voxserve.obs.trace import RequestTrace
-from voxserve.obs.window import WindowStats
+from voxserve.obs.trace import RequestTrace, sum_stages
+from voxserve.obs.window import WindowStats, percentile
 from voxserve.service.speech import SpeechJob, SpeechService
 from voxserve.settings import Settings, available_cores
 
@@ -181,10 +181,7 @@ def _benchmark_report(
 ) -> dict[str, object]:
     audio_s = sum(trace.audio_s for trace in traces)
     chars = sum(trace.input_chars for trace in traces)
-    stages: dict[str, float] = {}
-    for trace in traces:
-        for stage, duration in trace.stages().items():
-            stages[stage] = stages.get(stage, 0.0) + duration
+    stages = sum_stages(trace.stages() for trace in traces)
     busy = sum(duration for stage, duration in stages.items() if stage != "queue")
     latencies = np.array([trace.total_s() for trace in traces])
     ttfas = np.array([trace.first_audio_s for trace in traces if trace.first_audio_s is not None])
@@ -205,4 +202,5 @@ def _benchmark_report(
 
 
 def _percentile(values: np.ndarray, q: float) -> float | None:
-    return round(float(np.percentile(values, q)), 6) if len(values) else None
+    value = percentile(values, q)
+    return None if value is None else round(value, 6)
