@@ -52,6 +52,14 @@ class InputTooLongError(VoxError):
     code = "input_too_long"
 
 
+class PayloadTooLargeError(VoxError):
+    """An upload or fetched file beyond the configured byte or duration limit."""
+
+    status_code = 413
+    error_type = "invalid_request_error"
+    code = "file_too_large"
+
+
 class NotReadyError(VoxError):
     status_code = 503
     error_type = "server_error"

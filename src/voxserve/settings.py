@@ -78,6 +78,22 @@ class Settings(BaseSettings):
     diagnostics_endpoints: bool = True
     profile_dir: Path | None = Field(None, description="Where profiler captures are written; None = a temp dir.")
 
+    data_dir: Path = Field(
+        Path.home() / ".local" / "share" / "voxserve", description="Custom voices (SQLite + files) live here."
+    )
+    voice_cache_size: int = Field(64, ge=0, description="Voice features kept in memory (LRU), custom and built-in.")
+    voice_preload: list[str] = Field(default_factory=list, description="Custom voices loaded into the cache at start.")
+    custom_voice_base: str | None = Field(None, description="Base voice for custom voices; None = closest by pitch.")
+    reference_min_s: float = Field(5.0, gt=0)
+    reference_max_s: float = Field(60.0, gt=0)
+    max_upload_bytes: int = Field(50 * 2**20, ge=1, description="Largest upload or fetched file.")
+    max_source_s: float = Field(600.0, gt=0, description="Longest audio accepted for conversion.")
+    fetch_timeout_s: float = Field(20.0, gt=0, description="Time limit for fetching one URL.")
+    allow_private_urls: bool = Field(False, description="Fetch URLs on loopback/private/link-local hosts.")
+    conversion_window_s: float = Field(4.0, ge=0.5, description="Audio converted per step when streaming.")
+    conversion_overlap_s: float = Field(0.2, ge=0.01, le=1.0)
+    conversion_envelope_strength: float = Field(1.0, ge=0.0, le=1.0, description="How far timbre moves (0-1).")
+
     first_segment_max_chars: int = Field(24, ge=8)
     max_segment_chars: int = Field(150, ge=16)
     crossfade_ms: float = Field(8.0, ge=0.0, le=100.0)

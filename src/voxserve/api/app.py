@@ -13,11 +13,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from voxserve import __version__
-from voxserve.api import catalog, diagnostics, health, metrics, speech
+from voxserve.api import catalog, conversions, diagnostics, health, metrics, speech, voices
 from voxserve.api.middleware import TelemetryMiddleware
 from voxserve.api.state import AppState
 from voxserve.errors import InvalidRequestError, NotFoundError, VoxError
-from voxserve.service.bootstrap import build_speech_service, build_telemetry
+from voxserve.service.bootstrap import build_conversion_service, build_speech_service, build_telemetry
 from voxserve.service.diagnostics import Diagnostics
 from voxserve.service.profiling import Profiler
 from voxserve.settings import Settings
@@ -35,6 +35,7 @@ def create_app(settings: Settings) -> FastAPI:
         telemetry.start()
         loop_lag = asyncio.create_task(telemetry.loop_lag.watch()) if telemetry.enabled else None
         speech = state.speech = await asyncio.to_thread(build_speech_service, settings, telemetry)
+        conversion = state.conversion = build_conversion_service(speech, settings)
         state.diagnostics = Diagnostics(speech, settings)
         profiler = state.profiler = Profiler(speech.registry.engines(), telemetry, settings.profile_dir)
         warmup = asyncio.create_task(_warm_up(state, settings))
@@ -45,12 +46,13 @@ def create_app(settings: Settings) -> FastAPI:
             if loop_lag is not None:
                 loop_lag.cancel()
             await asyncio.to_thread(profiler.close)
+            await conversion.close()
             await asyncio.to_thread(speech.close)
             telemetry.stop()
 
     app = FastAPI(title="voxserve", version=__version__, lifespan=lifespan)
     app.state.voxserve = state
-    routers = [speech, catalog, health]
+    routers = [speech, voices, conversions, catalog, health]
     routers += [metrics] if settings.metrics_endpoint else []
     routers += [diagnostics] if settings.diagnostics_endpoints else []
     for module in routers:
@@ -66,6 +68,8 @@ def create_app(settings: Settings) -> FastAPI:
 async def _warm_up(state: AppState, settings: Settings) -> None:
     if settings.warmup and state.speech is not None:
         await asyncio.to_thread(state.speech.warmup)
+    if state.speech is not None and state.speech.library is not None:
+        await asyncio.to_thread(state.speech.library.preload)
     state.ready = True
     logger.info("voxserve ready")
 

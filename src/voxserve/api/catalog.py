@@ -1,8 +1,6 @@
-"""`GET /v1/models` and `GET /v1/audio/voices`: what a client may ask for."""
+"""`GET /v1/models`: the model names a client may ask for."""
 
 from __future__ import annotations
-
-from dataclasses import asdict
 
 from fastapi import APIRouter, Depends
 
@@ -18,14 +16,3 @@ async def list_models(speech: SpeechService = Depends(get_speech)) -> dict[str, 
         {"id": name, "object": "model", "created": 0, "owned_by": "voxserve"} for name in speech.registry.models()
     ]
     return {"object": "list", "data": models}
-
-
-@router.get("/v1/audio/voices")
-async def list_voices(speech: SpeechService = Depends(get_speech)) -> dict[str, object]:
-    voices = [{"object": "voice", **asdict(voice)} for voice in speech.registry.voices()]
-    return {
-        "object": "list",
-        "data": voices,
-        "default": speech.registry.default_voice.id,
-        "aliases": speech.registry.aliases(),
-    }

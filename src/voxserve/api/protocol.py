@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from voxserve.service.conversion import ConversionJob, Upload
 from voxserve.service.speech import SpeechJob
 
 ResponseFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
@@ -39,4 +40,40 @@ class SpeechRequest(BaseModel):
             response_format=self.response_format,
             instructions=self.instructions,
             use_cache=use_cache,
+        )
+
+
+class VoiceCreateRequest(BaseModel):
+    """`POST /v1/audio/voices`: `name` plus a reference recording as the `file` part, or `url` to fetch it from."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(min_length=1, max_length=64)
+    url: str | None = None
+    base_voice: str | None = None
+
+
+class ConversionRequest(BaseModel):
+    """`POST /v1/audio/conversions` fields; the `file` and `target` recordings come as multipart files."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    source_url: str | None = None
+    voice: str | None = None
+    target_url: str | None = None
+    response_format: ResponseFormat = "mp3"
+    pitch_shift: float = Field(0.0, ge=-24.0, le=24.0)
+    formant_shift: float = Field(1.0, ge=0.5, le=2.0)
+    stream: bool = True
+
+    def to_job(self, uploads: dict[str, Upload]) -> ConversionJob:
+        return ConversionJob(
+            source=uploads.get("file"),
+            source_url=self.source_url,
+            voice=self.voice,
+            target=uploads.get("target"),
+            target_url=self.target_url,
+            response_format=self.response_format,
+            pitch_shift=self.pitch_shift,
+            formant_shift=self.formant_shift,
         )

@@ -10,6 +10,7 @@ from fastapi import Request
 from voxserve.errors import NotReadyError
 from voxserve.obs.telemetry import Telemetry
 from voxserve.obs.trace import RequestTrace
+from voxserve.service.conversion import ConversionService
 from voxserve.service.diagnostics import Diagnostics
 from voxserve.service.profiling import Profiler
 from voxserve.service.speech import SpeechService
@@ -24,6 +25,7 @@ class AppState:
 
     def __init__(self) -> None:
         self.telemetry: Telemetry | None = None
+        self.conversion: ConversionService | None = None
         self.speech: SpeechService | None = None
         self.diagnostics: Diagnostics | None = None
         self.profiler: Profiler | None = None
@@ -39,6 +41,11 @@ def get_speech(request: Request) -> SpeechService:
     if state.speech is None or not state.ready:
         raise NotReadyError("voices are still loading; retry shortly")
     return state.speech
+
+
+def get_conversion(request: Request) -> ConversionService:
+    get_speech(request)
+    return _loaded(get_state(request).conversion)
 
 
 def get_diagnostics(request: Request) -> Diagnostics:

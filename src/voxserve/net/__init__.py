@@ -1,0 +1,1 @@
+"""Fetching client-named URLs safely."""

@@ -1,0 +1,25 @@
+"""One response's audio through one encoder, with the time spent encoding and the first audio recorded."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from voxserve.audio.encode import create_encoder
+from voxserve.obs.trace import RequestTrace
+from voxserve.types import AudioChunk
+
+
+async def encode_chunks(
+    chunks: AsyncIterator[AudioChunk], response_format: str, sample_rate: int, trace: RequestTrace
+) -> AsyncIterator[bytes]:
+    """The encoded body, piece by piece; the trace finishes once the encoder is flushed."""
+    encoder = create_encoder(response_format, sample_rate)
+    async for chunk in chunks:
+        data = await trace.in_thread("encode", encoder.encode, chunk.samples)
+        if data:
+            trace.mark_first_audio()
+            yield data
+    tail = await trace.in_thread("encode", encoder.flush)
+    trace.finish()
+    if tail:
+        yield tail
