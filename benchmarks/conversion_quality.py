@@ -19,8 +19,7 @@ import numpy as np
 
 from voxserve.conversion.base import ConversionOptions
 from voxserve.conversion.features import VoiceFeatures, extract_voice_features
-from voxserve.conversion.world import WorldFrames, analyze, synthesize
-from voxserve.conversion.world_converter import WorldConverter, _warp_envelope
+from voxserve.conversion.world_converter import WorldConverter, reshape_voice
 from voxserve.service.bootstrap import build_speech_service
 from voxserve.service.speech import SpeechJob
 from voxserve.settings import Settings
@@ -57,15 +56,6 @@ def speak(service, voice: str, text: str) -> AudioChunk:
     return asyncio.run(collect())
 
 
-def shifted(audio: AudioChunk, pitch: float, warp: float) -> AudioChunk:
-    """A new 'speaker' from an existing one: WORLD re-synthesis with scaled F0 and a warped vocal tract."""
-    frames = analyze(audio.samples, audio.sample_rate)
-    moved = WorldFrames(
-        frames.f0 * pitch, _warp_envelope(frames.envelope, warp), frames.aperiodicity, frames.sample_rate
-    )
-    return AudioChunk(synthesize(moved, audio.sample_rate, len(audio.samples)), audio.sample_rate)
-
-
 def build_voices() -> dict[str, Voice]:
     service = build_speech_service(Settings(noise_scale=0.667, noise_w=0.8, warmup=False, audio_cache_bytes=0))
     try:
@@ -80,7 +70,7 @@ def build_voices() -> dict[str, Voice]:
         service.close()
     joe = voices["joe"]
     for name, pitch, warp in (("joe-high", 1.7, 1.18), ("joe-low", 0.72, 0.9)):
-        voices[name] = Voice(name, shifted(joe.source, pitch, warp), shifted(joe.reference, pitch, warp))
+        voices[name] = Voice(name, reshape_voice(joe.source, pitch, warp), reshape_voice(joe.reference, pitch, warp))
     return voices
 
 

@@ -104,6 +104,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, voices_dir: Path) -> Iterat
         "VOXSERVE_VOICES_DIR": str(voices_dir),
         "VOXSERVE_VOICE_ALIASES": '{"tone": "en_US-tone-test@alice"}',
         "VOXSERVE_SUMMARY_LOG_EVERY": "5",
+        "VOXSERVE_DATA_DIR": str(tmp_path_factory.mktemp("data")),
     }
     yield from serve(env, tmp_path_factory.mktemp("server"))
 
@@ -118,6 +119,7 @@ def constrained_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ser
         "VOXSERVE_AUDIO_CACHE_BYTES": "0",
         "VOXSERVE_ESPEAK_VOICES": "false",
         "VOXSERVE_DIAGNOSTICS_ENDPOINTS": "false",
+        "VOXSERVE_DATA_DIR": str(tmp_path_factory.mktemp("constrained-data")),
     }
     yield from serve(env, tmp_path_factory.mktemp("constrained"))
 

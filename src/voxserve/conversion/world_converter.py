@@ -18,6 +18,7 @@ import pyworld
 from voxserve.conversion.base import ConversionOptions
 from voxserve.conversion.features import FORMANT_BAND_HZ, GRID_HZ, VoiceFeatures
 from voxserve.conversion.world import WorldFrames, analyze, synthesize
+from voxserve.types import AudioChunk
 
 WARP_RANGE = (0.8, 1.25)
 WARP_STEPS = 46
@@ -35,7 +36,7 @@ class WorldPlan:
 
     def apply(self, samples: np.ndarray, sample_rate: int) -> np.ndarray:
         frames = analyze(samples, sample_rate)
-        envelope = _warp_envelope(frames.envelope, self.warp)
+        envelope = warp_envelope(frames.envelope, self.warp)
         if self.envelope_strength > 0:
             envelope = self._match_envelope(envelope, frames.sample_rate)
         converted = WorldFrames(self._map_f0(frames.f0), envelope, frames.aperiodicity, frames.sample_rate)
@@ -76,6 +77,16 @@ class WorldConverter:
         )
 
 
+def reshape_voice(audio: AudioChunk, pitch_factor: float, warp: float) -> AudioChunk:
+    """The same speech from a different speaker: F0 scaled by `pitch_factor` and the vocal tract warped by `warp`
+    (references for tests and benchmarks, built from the voices available offline)."""
+    frames = analyze(audio.samples, audio.sample_rate)
+    moved = WorldFrames(
+        frames.f0 * pitch_factor, warp_envelope(frames.envelope, warp), frames.aperiodicity, frames.sample_rate
+    )
+    return AudioChunk(synthesize(moved, audio.sample_rate, len(audio.samples)), audio.sample_rate)
+
+
 def estimate_warp(source: VoiceFeatures, target: VoiceFeatures) -> float:
     """The frequency-axis scale that makes the source's mean log envelope (250 Hz-4 kHz, level removed)
     closest to the target's: above 1 for a shorter vocal tract than the source's."""
@@ -90,7 +101,7 @@ def estimate_warp(source: VoiceFeatures, target: VoiceFeatures) -> float:
     return best
 
 
-def _warp_envelope(envelope: np.ndarray, factor: float) -> np.ndarray:
+def warp_envelope(envelope: np.ndarray, factor: float) -> np.ndarray:
     """Each frame's envelope stretched along frequency: the output at f is the input at f / factor."""
     if abs(factor - 1.0) < 1e-3:
         return envelope
