@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.voicegen import write_tone_voice
 
 READY_TIMEOUT_S = 90
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Anything a test runs in-process or in a subprocess keeps custom voices in a scratch data dir, not ~."""
+    os.environ["VOXSERVE_DATA_DIR"] = tempfile.mkdtemp(prefix="voxserve-test-data-")
 
 
 def free_port() -> int:

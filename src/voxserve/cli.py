@@ -1,12 +1,13 @@
-"""`voxserve serve | say | voices | tune | bench | profile`."""
+"""`voxserve serve | say | convert | voices | tune | bench | profile`."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, BinaryIO
+from typing import Annotated, BinaryIO, TypeVar
 
 import typer
 from rich.console import Console
@@ -15,8 +16,10 @@ from rich.table import Table
 from voxserve.bench.command import bench_app
 from voxserve.errors import VoxError
 from voxserve.obs.profile_report import ProfileDigest, compare, digest, largest_stage_difference, load_trace
+from voxserve.obs.trace import RequestTrace
 from voxserve.process import limit_malloc_arenas
-from voxserve.service.bootstrap import build_speech_service
+from voxserve.service.bootstrap import build_conversion_service, build_speech_service
+from voxserve.service.conversion import ConversionJob, ConversionService, Upload
 from voxserve.service.speech import SpeechJob, SpeechService
 from voxserve.settings import Settings, load_settings
 
@@ -26,6 +29,7 @@ profile_app = typer.Typer(help="Read profiler captures (GET /diagnostics/profile
 app.add_typer(profile_app, name="profile")
 console = Console(stderr=True)
 
+T = TypeVar("T")
 TUNE_BATCH_SIZES = (2, 4)
 ConfigOption = Annotated[Path | None, typer.Option("--config", help="TOML settings file.", exists=True)]
 VoicesDirOption = Annotated[Path | None, typer.Option("--voices-dir", help="Directory of Piper .onnx voices.")]
@@ -91,26 +95,116 @@ async def _write(speech: SpeechService, job: SpeechJob, sink: BinaryIO) -> None:
     stream = speech.open(job)
     sink.write(await stream.body())
     sink.flush()
-    console.print(f"{stream.trace.audio_s:.2f} s of audio in {stream.trace.finished_s or 0:.2f} s ({stream.voice.id})")
+    console.print(f"{stream.trace.audio_s:.2f} s of audio in {stream.trace.finished_s or 0:.2f} s ({stream.voice_id})")
 
 
-@app.command()
+voices_app = typer.Typer(help="List voices; add or remove custom voices (in the data directory).")
+app.add_typer(voices_app, name="voices")
+
+
+@voices_app.callback(invoke_without_command=True)
 def voices(
+    context: typer.Context,
     voices_dir: VoicesDirOption = None,
     config: ConfigOption = None,
-    engine: Annotated[str | None, typer.Option(help="Only this engine's voices (piper, espeak).")] = None,
+    engine: Annotated[str | None, typer.Option(help="Only this engine's voices (piper, espeak, custom).")] = None,
 ) -> None:
-    """List the voices the server would offer."""
-    settings = _settings(config, voices_dir=voices_dir)
-    speech = build_speech_service(settings)
+    """List the voices the server would offer (built-in and custom)."""
+    context.obj = _settings(config, voices_dir=voices_dir, warmup=False)
+    if context.invoked_subcommand is not None:
+        return
+    speech = build_speech_service(context.obj)
     try:
         table = Table("id", "engine", "language", "sample rate", title="voices")
         for info in speech.registry.voices():
             if engine is None or info.engine == engine:
                 table.add_row(info.id, info.engine, info.language, str(info.sample_rate))
+        for custom in speech.library.list() if speech.library and engine in (None, "custom") else []:
+            table.add_row(f"{custom.id} ({custom.name})", "custom", f"via {custom.base_voice}", str(custom.sample_rate))
         Console().print(table)
     finally:
         speech.close()
+
+
+@voices_app.command("add")
+def voices_add(
+    context: typer.Context,
+    name: Annotated[str, typer.Argument(help="The new voice's name.")],
+    reference: Annotated[Path, typer.Argument(help="A 5-60 s recording of the speaker.", exists=True, dir_okay=False)],
+    base_voice: Annotated[str | None, typer.Option(help="Built-in voice that speaks (default: closest pitch).")] = None,
+) -> None:
+    """Register a custom voice from a reference recording."""
+    upload = Upload(reference.read_bytes())
+    voice = _with_conversion(
+        context.obj, lambda conversion: conversion.register_voice(name, upload, None, base_voice, _untraced())
+    )
+    console.print(f"added {voice.id} ({voice.name}), spoken by {voice.base_voice}")
+
+
+@voices_app.command("rm")
+def voices_rm(context: typer.Context, voice: Annotated[str, typer.Argument(help="Custom voice id or name.")]) -> None:
+    """Delete a custom voice."""
+    removed = _with_conversion(context.obj, lambda conversion: _async(conversion.library.delete, voice))
+    console.print(f"deleted {removed.id} ({removed.name})")
+
+
+@app.command()
+def convert(
+    source: Annotated[Path, typer.Argument(help="Recording to convert.", exists=True, dir_okay=False)],
+    voice: Annotated[str | None, typer.Option("-v", "--voice", help="Target voice: custom or built-in.")] = None,
+    target: Annotated[Path | None, typer.Option(help="Target speaker's recording (instead of --voice).")] = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="File to write.")] = Path("converted.wav"),
+    response_format: Annotated[str, typer.Option("-f", "--format", help="mp3|opus|aac|flac|wav|pcm.")] = "wav",
+    pitch_shift: Annotated[float, typer.Option(help="Semitones on top of the target's pitch.", min=-24, max=24)] = 0.0,
+    formant_shift: Annotated[float, typer.Option(help="Scale on the vocal-tract warp.", min=0.5, max=2.0)] = 1.0,
+    config: ConfigOption = None,
+) -> None:
+    """Convert SOURCE in-process (no server) toward a voice and write the audio."""
+    settings = _settings(config, warmup=False)
+    job = ConversionJob(
+        source=Upload(source.read_bytes()),
+        voice=voice,
+        target=Upload(target.read_bytes()) if target else None,
+        response_format=response_format,
+        pitch_shift=pitch_shift,
+        formant_shift=formant_shift,
+    )
+
+    async def run(conversion: ConversionService) -> float:
+        stream = await conversion.open(job, _untraced())
+        output.write_bytes(await stream.body())
+        return stream.trace.audio_s
+
+    audio_s = _with_conversion(settings, run)
+    console.print(f"{audio_s:.2f} s of audio written to {output}")
+
+
+def _with_conversion(settings: Settings, work: Callable[[ConversionService], Awaitable[T]]) -> T:
+    """Run `work` against an in-process conversion service, reporting a client error and exiting 1."""
+    speech = build_speech_service(settings)
+    conversion = build_conversion_service(speech, settings)
+
+    async def run() -> T:
+        try:
+            return await work(conversion)
+        finally:
+            await conversion.close()
+
+    try:
+        return asyncio.run(run())
+    except VoxError as exc:
+        console.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(1) from exc
+    finally:
+        speech.close()
+
+
+def _untraced() -> RequestTrace:
+    return RequestTrace(enabled=False)
+
+
+async def _async(work: Callable[..., T], *args: object) -> T:
+    return await asyncio.to_thread(work, *args)
 
 
 @app.command()

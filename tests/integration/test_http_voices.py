@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import functools
 import http.server
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -253,3 +256,24 @@ def test_custom_voices_survive_a_restart(tmp_path: Path, high_reference: bytes) 
             assert len(speak(after, "I am still here.", "keeper")) > 1000
     finally:
         restarted.close()
+
+
+def test_cli_adds_a_voice_and_converts_to_it(tmp_path: Path, high_reference: bytes) -> None:
+    cli = [str(Path(sys.executable).with_name("voxserve"))]
+    env = {**os.environ, "VOXSERVE_DATA_DIR": str(tmp_path / "data"), "VOXSERVE_ESPEAK_VOICES": "false"}
+    (tmp_path / "ref.wav").write_bytes(high_reference)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*cli, *args], capture_output=True, text=True, env=env, timeout=300, check=False)
+
+    added = run("voices", "add", "cli-high", str(tmp_path / "ref.wav"))
+    assert added.returncode == 0, added.stderr
+    assert "cli-high" in run("voices", "--engine", "custom").stdout
+    converted = run(
+        "convert", str(tmp_path / "ref.wav"), "--voice", "en_US-joe-medium", "-o", str(tmp_path / "out.wav")
+    )
+    assert converted.returncode == 0, converted.stderr
+    assert median_f0((tmp_path / "out.wav").read_bytes()) < median_f0(high_reference) * 0.8
+    missing = run("convert", str(tmp_path / "ref.wav"), "--voice", "nobody", "-o", str(tmp_path / "x.wav"))
+    assert missing.returncode == 1
+    assert "unknown voice" in missing.stderr
