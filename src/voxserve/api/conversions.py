@@ -26,7 +26,7 @@ async def create_conversion(
     if not body.stream:
         content = await unless_disconnected(request, stream.body())
         return Response(content, media_type=stream.content_type, headers=_headers(stream))
-    return await streaming_response(request, stream.encoded(), stream.content_type, _headers(stream))
+    return await streaming_response(request, stream.encoded(), stream.content_type, lambda: _headers(stream))
 
 
 def _headers(stream: ConversionStream) -> dict[str, str]:

@@ -29,11 +29,11 @@ async def create_speech(
     trace.add("receive", trace.elapsed_s(), start_s=trace.started_at)  # reading and validating the body
     stream = speech.open(body.to_job(use_cache=_cache_allowed(request)), trace)
     if body.stream_format == "sse":
-        return await streaming_response(request, _sse_events(stream), "text/event-stream", _headers(stream))
+        return await streaming_response(request, _sse_events(stream), "text/event-stream", lambda: _headers(stream))
     if not body.stream:
         content = await unless_disconnected(request, stream.body())
         return Response(content, media_type=stream.content_type, headers=_headers(stream))
-    return await streaming_response(request, stream.encoded(), stream.content_type, _headers(stream))
+    return await streaming_response(request, stream.encoded(), stream.content_type, lambda: _headers(stream))
 
 
 def _cache_allowed(request: Request) -> bool:

@@ -4,7 +4,7 @@ disconnects."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, suppress
 from typing import TypeVar
 
@@ -17,10 +17,10 @@ T = TypeVar("T")
 
 
 async def streaming_response(
-    request: Request, pieces: AsyncIterator[bytes], media_type: str, headers: dict[str, str]
+    request: Request, pieces: AsyncIterator[bytes], media_type: str, headers: Callable[[], dict[str, str]]
 ) -> Response:
     """Start the body only once its first piece exists, so a failure before any audio is a proper error
-    response, and `Server-Timing` can report the time to first audio."""
+    response, and `headers()` (read then) can report the time to first audio in `Server-Timing`."""
     first = await unless_disconnected(request, anext(pieces, b""))
 
     async def body() -> AsyncIterator[bytes]:
@@ -29,7 +29,7 @@ async def streaming_response(
             async for piece in pieces:
                 yield piece
 
-    return StreamingResponse(body(), media_type=media_type, headers=headers)
+    return StreamingResponse(body(), media_type=media_type, headers=headers())
 
 
 async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
