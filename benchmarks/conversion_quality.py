@@ -11,16 +11,21 @@ is closer to the target than to the source.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from voxserve.conversion.base import ConversionOptions
-from voxserve.conversion.features import VoiceFeatures, extract_voice_features
-from voxserve.conversion.world_converter import WorldConverter, reshape_voice
-from voxserve.service.bootstrap import build_speech_service
+from voxserve.audio.encode import create_encoder
+from voxserve.conversion.features import extract_voice_features
+from voxserve.conversion.world_converter import reshape_voice
+from voxserve.obs.trace import RequestTrace
+from voxserve.service.bootstrap import build_conversion_service, build_speech_service
+from voxserve.service.conversion import ConversionJob, ConversionService, Upload
 from voxserve.service.speech import SpeechJob
 from voxserve.settings import Settings
 from voxserve.types import AudioChunk
@@ -34,8 +39,6 @@ REFERENCE_TEXT = (
     "afternoon, and the quarterly report is due at the end of the month. Turn left at the next corner, then "
     "walk two blocks to the station."
 )
-WINDOW_S = 4.0
-OVERLAP_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -46,8 +49,6 @@ class Voice:
 
 
 def speak(service, voice: str, text: str) -> AudioChunk:
-    import asyncio
-
     async def collect() -> AudioChunk:
         stream = service.open(SpeechJob(text=text, voice=voice, response_format="wav", use_cache=False))
         chunks = [chunk.samples async for chunk in stream.audio()]
@@ -80,47 +81,40 @@ PAIRS = (
 )  # fmt: skip
 
 
-def convert(source: AudioChunk, target: VoiceFeatures, converter: WorldConverter) -> tuple[AudioChunk, float]:
-    from voxserve.conversion.windows import WindowedConversion
+def wav(audio: AudioChunk) -> bytes:
+    encoder = create_encoder("wav", audio.sample_rate)
+    return encoder.encode(audio.samples) + encoder.flush()
 
+
+async def convert(conversion: ConversionService, source: AudioChunk, target: AudioChunk) -> tuple[AudioChunk, float]:
+    """Through the server's own conversion path (decode, profile the source, windows); RTF over the source."""
     started = time.perf_counter()
-    source_features = extract_voice_features(source)
-    plan = converter.plan(source_features, target, ConversionOptions())
-    rate = source.sample_rate
-    windows = WindowedConversion(
-        lambda samples: plan.apply(samples, rate), overlap=round(OVERLAP_S * rate), min_window=round(WINDOW_S * rate)
-    )
-    step = round(WINDOW_S * rate)
-    pieces = [windows.push(source.samples[i : i + step]) for i in range(0, len(source.samples), step)]
-    pieces.append(windows.flush())
+    job = ConversionJob(source=Upload(wav(source)), target=Upload(wav(target)), response_format="wav")
+    stream = await conversion.open(job, RequestTrace(enabled=False))
+    chunks = [chunk.samples async for chunk in stream.audio()]
     elapsed = time.perf_counter() - started
-    return AudioChunk(np.concatenate(pieces), rate), elapsed / source.duration_s
+    return AudioChunk(np.concatenate(chunks), stream.sample_rate), elapsed / source.duration_s
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, help="Write sources, references and outputs as WAV here.")
-    parser.add_argument("--envelope-strength", type=float, default=1.0)
-    args = parser.parse_args()
-    voices = build_voices()
-    converter = WorldConverter(envelope_strength=args.envelope_strength)
+def speaker_embedder() -> Callable[[AudioChunk], np.ndarray] | None:
     try:
         from resemblyzer import VoiceEncoder, preprocess_wav
-
-        encoder = VoiceEncoder("cpu", verbose=False)
-
-        def embed(audio: AudioChunk) -> np.ndarray:
-            return encoder.embed_utterance(preprocess_wav(audio.samples, source_sr=audio.sample_rate))
     except ImportError:
-        embed = None
+        return None
+    encoder = VoiceEncoder("cpu", verbose=False)
+    return lambda audio: encoder.embed_utterance(preprocess_wav(audio.samples, source_sr=audio.sample_rate))
+
+
+async def run_pairs(conversion: ConversionService, voices: dict[str, Voice], out: Path | None) -> None:
+    embed = speaker_embedder()
     print("| source -> target | target F0 | output F0 | F0 error | cos(target) | cos(source) | RTF | pass |")
     print("|---|---|---|---|---|---|---|---|")
     for source_name, target_name in PAIRS:
         source, target = voices[source_name], voices[target_name]
-        target_features = extract_voice_features(target.reference)
-        output, rtf = convert(source.source, target_features, converter)
+        output, rtf = await convert(conversion, source.source, target.reference)
+        target_f0 = extract_voice_features(target.reference).f0_median_hz
         output_f0 = extract_voice_features(output).f0_median_hz
-        error = abs(output_f0 - target_features.f0_median_hz) / target_features.f0_median_hz
+        error = abs(output_f0 - target_f0) / target_f0
         passed = error <= 0.10
         cosines = "| n/a | n/a "
         if embed is not None:
@@ -130,19 +124,33 @@ def main() -> None:
             passed = passed and to_target > to_source
             cosines = f"| {to_target:.3f} | {to_source:.3f} "
         print(
-            f"| {source_name} -> {target_name} | {target_features.f0_median_hz:.0f} Hz | {output_f0:.0f} Hz "
+            f"| {source_name} -> {target_name} | {target_f0:.0f} Hz | {output_f0:.0f} Hz "
             f"| {error:.1%} {cosines}| {rtf:.3f} | {'yes' if passed else 'no'} |"
         )
-        if args.out:
-            import av  # noqa: F401
-
-            args.out.mkdir(parents=True, exist_ok=True)
-            from voxserve.audio.encode import create_encoder
-
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
             for label, audio in (("out", output), ("src", source.source), ("ref", target.reference)):
-                encoder_ = create_encoder("wav", audio.sample_rate)
-                data = encoder_.encode(audio.samples) + encoder_.flush()
-                (args.out / f"{source_name}_to_{target_name}.{label}.wav").write_bytes(data)
+                (out / f"{source_name}_to_{target_name}.{label}.wav").write_bytes(wav(audio))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, help="Write sources, references and outputs as WAV here.")
+    parser.add_argument("--envelope-strength", type=float, default=1.0)
+    args = parser.parse_args()
+    voices = build_voices()
+    with tempfile.TemporaryDirectory() as data_dir:
+        settings = Settings(
+            warmup=False, espeak_voices=False, data_dir=Path(data_dir),
+            conversion_envelope_strength=args.envelope_strength,
+        )  # fmt: skip
+        speech = build_speech_service(settings)
+        conversion = build_conversion_service(speech, settings)
+        try:
+            asyncio.run(run_pairs(conversion, voices, args.out))
+        finally:
+            asyncio.run(conversion.close())
+            speech.close()
 
 
 if __name__ == "__main__":
