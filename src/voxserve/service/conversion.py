@@ -10,7 +10,7 @@ import numpy as np
 import soxr
 
 from voxserve.audio.decode import decode_audio
-from voxserve.audio.encode import CONTENT_TYPES, seal
+from voxserve.audio.encode import CONTENT_TYPES
 from voxserve.conversion.base import ConversionOptions, ConversionPlan, Converter
 from voxserve.conversion.features import VoiceFeatures, extract_voice_features
 from voxserve.conversion.windows import WindowedConversion
@@ -18,7 +18,7 @@ from voxserve.conversion.world import analysis_rate
 from voxserve.errors import InvalidRequestError
 from voxserve.net.fetch import UrlFetcher
 from voxserve.obs.trace import RequestTrace
-from voxserve.service.encoding import encode_chunks
+from voxserve.service.encoding import encode_chunks, whole_body
 from voxserve.service.voice_library import VoiceLibrary
 from voxserve.settings import Settings
 from voxserve.storage.voices import CustomVoice
@@ -81,7 +81,7 @@ class ConversionStream:
         return encode_chunks(self.audio(), self.response_format, self.sample_rate, self.trace)
 
     async def body(self) -> bytes:
-        return seal(self.response_format, b"".join([data async for data in self.encoded()]))
+        return await whole_body(self.response_format, self.encoded())
 
     def _chunk(self, samples: np.ndarray) -> AudioChunk:
         self.trace.audio_s += len(samples) / self.sample_rate

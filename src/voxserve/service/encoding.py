@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from voxserve.audio.encode import create_encoder
+from voxserve.audio.encode import create_encoder, seal
 from voxserve.obs.trace import RequestTrace
 from voxserve.types import AudioChunk
 
@@ -23,3 +23,8 @@ async def encode_chunks(
     trace.finish()
     if tail:
         yield tail
+
+
+async def whole_body(response_format: str, pieces: AsyncIterator[bytes]) -> bytes:
+    """A streamed body gathered into one, its container header completed, for clients that did not stream."""
+    return seal(response_format, b"".join([piece async for piece in pieces]))

@@ -13,7 +13,7 @@ import numpy as np
 
 from voxserve import __version__
 from voxserve.audio.dsp import SegmentJoiner
-from voxserve.audio.encode import CONTENT_TYPES, seal
+from voxserve.audio.encode import CONTENT_TYPES
 from voxserve.cache.audio import AudioCache, CachedAudio, audio_cache_key
 from voxserve.conversion.base import ConversionOptions, ConversionPlan, Converter
 from voxserve.conversion.windows import WindowedConversion
@@ -26,7 +26,7 @@ from voxserve.obs.metrics import Metrics
 from voxserve.obs.telemetry import Telemetry, TelemetryOptions
 from voxserve.obs.trace import RequestTrace
 from voxserve.scheduler.pool import Priority, Scheduler
-from voxserve.service.encoding import encode_chunks
+from voxserve.service.encoding import encode_chunks, whole_body
 from voxserve.service.voice_library import VoiceLibrary
 from voxserve.service.voices import VoiceRegistry
 from voxserve.settings import Settings
@@ -140,7 +140,7 @@ class SpeechStream:
 
     async def body(self) -> bytes:
         """The whole response body at once, for clients that asked not to stream."""
-        return seal(self.response_format, b"".join([data async for data in self.encoded()]))
+        return await whole_body(self.response_format, self.encoded())
 
     def _submit(self, start: int, stop: int) -> list[Future[np.ndarray]]:
         assert self._plan is not None
