@@ -50,7 +50,7 @@ class DirectOnnx:
 
     def synthesize(self, text: str) -> float:
         started = time.perf_counter()
-        ids = self.model.phoneme_ids(self.phonemizer.phonemize(text, self.model.espeak_voice))
+        ids = self.model.config.phoneme_ids(self.phonemizer.phonemize(text, self.model.config.espeak_voice))
         scales = np.array([self.model.noise_scale, self.model.length_scale, self.model.noise_w], dtype=np.float32)
         self.session.run(
             None,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -15,12 +14,10 @@ import onnxruntime as ort
 
 from voxserve.engines.base import EngineProfile, PreparedSegment
 from voxserve.engines.piper_graph import with_duration_output
+from voxserve.engines.piper_voice import PiperVoiceConfig, same_call_groups
 from voxserve.errors import ConfigError, EngineError
 from voxserve.frontend.phonemize import Phonemizer
 from voxserve.types import SynthesisParams, VoiceInfo
-
-_BOS, _EOS, _PAD = "^", "$", "_"
-SPEAKER_SEPARATOR = "@"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,13 +62,6 @@ def _register_shared_cpu_arena() -> None:
     ort.create_and_register_allocator(memory, ort.OrtArenaCfg({"arena_extend_strategy": 0}))
 
 
-def find_piper_models(directory: Path) -> list[Path]:
-    """Every `NAME.onnx` in `directory` (recursively) that has its `NAME.onnx.json` beside it."""
-    if not directory.is_dir():
-        raise ConfigError(f"voices directory not found: {directory}")
-    return sorted(path for path in directory.rglob("*.onnx") if path.with_name(path.name + ".json").is_file())
-
-
 def _load_session(model: Path | bytes, options: ort.SessionOptions, name: str) -> ort.InferenceSession:
     try:
         return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
@@ -114,29 +104,15 @@ class PiperModel:
     with more threads, serves calls that run alone. While profiling, a profiling pair stands in for both."""
 
     def __init__(self, model_path: Path, options: SessionOptions) -> None:
-        config_path = model_path.with_name(model_path.name + ".json")
-        try:
-            config = json.loads(config_path.read_text(encoding="utf-8"))
-            self.sample_rate = int(config["audio"]["sample_rate"])
-            self.espeak_voice = str(config["espeak"]["voice"])
-            self.phoneme_id_map: dict[str, list[int]] = config["phoneme_id_map"]
-            inference = config.get("inference", {})
-            self.speaker_ids: dict[str, int] = config.get("speaker_id_map") or {}
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(f"cannot read Piper voice config {config_path}: {exc}") from exc
+        self.config = PiperVoiceConfig(model_path)
         self._source: Path | bytes = model_path
         self._options = options
         self._durations_output: str | None = None
         if options.batching:
             self._source, self._durations_output = with_duration_output(model_path)
-        self.name = model_path.name.removesuffix(".onnx")
+        self.name = self.config.name
         self._plain = self._load_sessions()
         self._sessions = self._plain
-        self.language = str(config.get("language", {}).get("code", self.espeak_voice))
-        self.phoneme_map: dict[str, list[str]] = config.get("phoneme_map") or {}
-        self.noise_scale = float(inference.get("noise_scale", 0.667))
-        self.length_scale = float(inference.get("length_scale", 1.0))
-        self.noise_w = float(inference.get("noise_w", 0.8))
         self._takes_speaker = any(i.name == "sid" for i in self._plain.shared.get_inputs())
 
     def _load_sessions(self, profile_dir: Path | None = None) -> _Sessions:
@@ -168,8 +144,8 @@ class PiperModel:
     def runtime_info(self) -> dict[str, object]:
         return {
             "name": self.name,
-            "sample_rate": self.sample_rate,
-            "speakers": len(self.speaker_ids) or 1,
+            "sample_rate": self.config.sample_rate,
+            "speakers": len(self.config.speaker_ids) or 1,
             "sessions": {
                 role: {"providers": session.get_providers(), "threads": threads}
                 for (role, session), threads in zip(
@@ -180,44 +156,19 @@ class PiperModel:
             },
         }
 
-    def voices(self) -> list[VoiceInfo]:
-        if len(self.speaker_ids) <= 1:
-            return [VoiceInfo(self.name, "piper", self.language, self.sample_rate, self.name)]
-        return [
-            VoiceInfo(
-                f"{self.name}{SPEAKER_SEPARATOR}{speaker}",
-                "piper",
-                self.language,
-                self.sample_rate,
-                self.name,
-                speakers=(speaker,),
-            )
-            for speaker in self.speaker_ids
-        ]
-
-    def phoneme_ids(self, phonemes: str) -> tuple[int, ...]:
-        """Piper's id layout: `^ _ (phoneme _)* $`; phonemes the voice does not know are dropped."""
-        pad = self.phoneme_id_map[_PAD]
-        ids = [*self.phoneme_id_map[_BOS], *pad]
-        for phoneme in phonemes:
-            for mapped in self.phoneme_map.get(phoneme, [phoneme]):
-                if mapped in self.phoneme_id_map:
-                    ids += [*self.phoneme_id_map[mapped], *pad]
-        ids += self.phoneme_id_map[_EOS]
-        return tuple(ids)
-
     def synthesize(self, segments: Sequence[PreparedSegment], *, solo: bool = False) -> list[np.ndarray]:
         """One call for all `segments` (same voice and scales; more than one needs `batching`): ids are padded
         to the longest, and each output is cut to its own length from the predicted durations."""
         longest = max(len(segment.phoneme_ids) for segment in segments)
-        pad = self.phoneme_id_map[_PAD][0]
+        pad = self.config.pad_id
+        scales = self.config.scales(segments[0].params)
         inputs = {
             "input": np.array([[*s.phoneme_ids, *[pad] * (longest - len(s.phoneme_ids))] for s in segments], np.int64),
             "input_lengths": np.array([len(segment.phoneme_ids) for segment in segments], dtype=np.int64),
-            "scales": self._scales(segments[0].params),
+            "scales": np.array([scales.noise, scales.length, scales.noise_w], dtype=np.float32),
         }
         if self._takes_speaker:
-            inputs["sid"] = np.array([self._speaker_id(segment.params) for segment in segments], dtype=np.int64)
+            inputs["sid"] = np.array([self.config.speaker_id(segment.params) for segment in segments], np.int64)
         try:
             with self._sessions.use(solo=solo) as session:
                 outputs = session.run(None, inputs)
@@ -229,19 +180,6 @@ class PiperModel:
         frames = outputs[1].reshape(len(segments), -1).sum(axis=1).astype(np.int64)
         hop = audio.shape[1] // max(int(frames.max()), 1)
         return [np.ascontiguousarray(audio[index, : frames[index] * hop]) for index in range(len(segments))]
-
-    def _scales(self, params: SynthesisParams) -> np.ndarray:
-        return np.array(
-            [
-                self.noise_scale if params.noise_scale is None else params.noise_scale,
-                self.length_scale / params.speed,
-                self.noise_w if params.noise_w is None else params.noise_w,
-            ],
-            dtype=np.float32,
-        )
-
-    def _speaker_id(self, params: SynthesisParams) -> int:
-        return self.speaker_ids.get(params.voice.speakers[0], 0) if params.voice.speakers else 0
 
 
 class PiperEngine:
@@ -256,24 +194,27 @@ class PiperEngine:
         self.supports_batching = options.batching
         self._phonemizer = phonemizer
         self._models = [PiperModel(path, options) for path in model_paths]
-        self._by_voice = {voice.id: model for model in self._models for voice in model.voices()}
+        self._by_voice = {voice.id: model for model in self._models for voice in model.config.voices(self.name)}
 
     def voices(self) -> list[VoiceInfo]:
-        return [voice for model in self._models for voice in model.voices()]
+        return [voice for model in self._models for voice in model.config.voices(self.name)]
 
     def prepare(self, params: SynthesisParams) -> PreparedSegment:
-        model = self._by_voice[params.voice.id]
-        phonemes = self._phonemizer.phonemize(params.text, model.espeak_voice)
-        return PreparedSegment(params, phonemes, model.phoneme_ids(phonemes))
+        return self._by_voice[params.voice.id].config.prepare(params, self._phonemizer)
 
     def run(self, batch: Sequence[PreparedSegment], *, solo: bool = False) -> list[np.ndarray]:
-        if self.supports_batching and len({_batch_key(segment) for segment in batch}) == 1:
-            return self._by_voice[batch[0].params.voice.id].synthesize(batch, solo=solo)
-        return [self._by_voice[segment.params.voice.id].synthesize([segment], solo=solo)[0] for segment in batch]
+        outputs: list[np.ndarray] = [np.empty(0, np.float32)] * len(batch)
+        for group in same_call_groups(batch):
+            model = self._by_voice[batch[group[0]].params.voice.id]
+            calls = [group] if self.supports_batching else [[index] for index in group]
+            for call in calls:
+                for index, audio in zip(call, model.synthesize([batch[i] for i in call], solo=solo), strict=True):
+                    outputs[index] = audio
+        return outputs
 
     def warmup(self) -> None:
         for model in self._models:
-            warm = self.prepare(SynthesisParams(text="Warm up.", voice=model.voices()[0]))
+            warm = self.prepare(SynthesisParams(text="Warm up.", voice=model.config.voices(self.name)[0]))
             for solo in (False, True):
                 self.run([warm] * (2 if self.supports_batching else 1), solo=solo)
 
@@ -291,8 +232,3 @@ class PiperEngine:
 
     def stop_profiling(self) -> list[EngineProfile]:
         return [profile for model in self._models for profile in model.stop_profiling()]
-
-
-def _batch_key(segment: PreparedSegment) -> tuple[object, ...]:
-    params = segment.params
-    return params.voice.id, params.speed, params.noise_scale, params.noise_w

@@ -10,7 +10,8 @@ from voxserve.cache.audio import AudioCache
 from voxserve.conversion.world_converter import WorldConverter
 from voxserve.engines.base import Engine
 from voxserve.engines.espeak import EspeakEngine
-from voxserve.engines.piper import PiperEngine, SessionOptions, find_piper_models
+from voxserve.engines.piper import PiperEngine, SessionOptions
+from voxserve.engines.piper_voice import find_piper_models
 from voxserve.frontend.phonemize import EspeakPhonemizer
 from voxserve.net.fetch import FetchOptions, UrlFetcher
 from voxserve.obs.telemetry import Telemetry, TelemetryOptions

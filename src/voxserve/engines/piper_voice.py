@@ -1,0 +1,106 @@
+"""A Piper voice's `.onnx.json`: phoneme ids, speakers and default scales, shared by both Piper backends."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from voxserve.engines.base import PreparedSegment
+from voxserve.errors import ConfigError
+from voxserve.frontend.phonemize import Phonemizer
+from voxserve.types import SynthesisParams, VoiceInfo
+
+_BOS, _EOS, _PAD = "^", "$", "_"
+SPEAKER_SEPARATOR = "@"
+
+
+def find_piper_models(directory: Path) -> list[Path]:
+    """Every `NAME.onnx` in `directory` (recursively) that has its `NAME.onnx.json` beside it."""
+    if not directory.is_dir():
+        raise ConfigError(f"voices directory not found: {directory}")
+    return sorted(path for path in directory.rglob("*.onnx") if path.with_name(path.name + ".json").is_file())
+
+
+@dataclass(frozen=True, slots=True)
+class PiperScales:
+    """The model's `scales` input: prior noise, length (inverse speed) and duration noise."""
+
+    noise: float
+    length: float
+    noise_w: float
+
+
+class PiperVoiceConfig:
+    """What a Piper voice's config says: sample rate, espeak voice, phoneme ids, speakers, default scales."""
+
+    def __init__(self, model_path: Path) -> None:
+        config_path = model_path.with_name(model_path.name + ".json")
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+            self.sample_rate = int(config["audio"]["sample_rate"])
+            self.espeak_voice = str(config["espeak"]["voice"])
+            self.phoneme_id_map: dict[str, list[int]] = config["phoneme_id_map"]
+            inference = config.get("inference", {})
+            self.speaker_ids: dict[str, int] = config.get("speaker_id_map") or {}
+            self.language = str(config.get("language", {}).get("code", self.espeak_voice))
+            self.phoneme_map: dict[str, list[str]] = config.get("phoneme_map") or {}
+            self.noise_scale = float(inference.get("noise_scale", 0.667))
+            self.length_scale = float(inference.get("length_scale", 1.0))
+            self.noise_w = float(inference.get("noise_w", 0.8))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ConfigError(f"cannot read Piper voice config {config_path}: {exc}") from exc
+        self.name = model_path.name.removesuffix(".onnx")
+
+    def voices(self, engine: str) -> list[VoiceInfo]:
+        if len(self.speaker_ids) <= 1:
+            return [VoiceInfo(self.name, engine, self.language, self.sample_rate, self.name)]
+        return [
+            VoiceInfo(f"{self.name}{SPEAKER_SEPARATOR}{speaker}", engine, self.language, self.sample_rate, self.name,
+                      speakers=(speaker,))
+            for speaker in self.speaker_ids
+        ]  # fmt: skip
+
+    def prepare(self, params: SynthesisParams, phonemizer: Phonemizer) -> PreparedSegment:
+        phonemes = phonemizer.phonemize(params.text, self.espeak_voice)
+        return PreparedSegment(params, phonemes, self.phoneme_ids(phonemes))
+
+    def phoneme_ids(self, phonemes: str) -> tuple[int, ...]:
+        """Piper's id layout: `^ _ (phoneme _)* $`; phonemes the voice does not know are dropped."""
+        pad = self.phoneme_id_map[_PAD]
+        ids = [*self.phoneme_id_map[_BOS], *pad]
+        for phoneme in phonemes:
+            for mapped in self.phoneme_map.get(phoneme, [phoneme]):
+                if mapped in self.phoneme_id_map:
+                    ids += [*self.phoneme_id_map[mapped], *pad]
+        ids += self.phoneme_id_map[_EOS]
+        return tuple(ids)
+
+    @property
+    def pad_id(self) -> int:
+        return self.phoneme_id_map[_PAD][0]
+
+    def scales(self, params: SynthesisParams) -> PiperScales:
+        return PiperScales(
+            self.noise_scale if params.noise_scale is None else params.noise_scale,
+            self.length_scale / params.speed,
+            self.noise_w if params.noise_w is None else params.noise_w,
+        )
+
+    def speaker_id(self, params: SynthesisParams) -> int:
+        return self.speaker_ids.get(params.voice.speakers[0], 0) if params.voice.speakers else 0
+
+
+def batch_key(segment: PreparedSegment) -> tuple[object, ...]:
+    """Segments with equal keys can share one model call (same voice and scales)."""
+    params = segment.params
+    return params.voice.id, params.speed, params.noise_scale, params.noise_w
+
+
+def same_call_groups(batch: Sequence[PreparedSegment]) -> list[list[int]]:
+    """Indices of `batch` grouped by `batch_key`, in first-seen order."""
+    groups: dict[tuple[object, ...], list[int]] = {}
+    for index, segment in enumerate(batch):
+        groups.setdefault(batch_key(segment), []).append(index)
+    return list(groups.values())
