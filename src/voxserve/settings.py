@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
@@ -29,6 +29,10 @@ OPENAI_VOICE_NAMES = (
     "cedar",
 )
 OPENAI_MODEL_NAMES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+# On a GPU one call serves many segments: two workers keep it fed (one prepares while the other runs), and
+# batches grow to this many segments when requests queue up.
+GPU_WORKERS = 2
+GPU_MAX_BATCH_SIZE = 64
 
 
 def available_cores() -> int:
@@ -51,8 +55,15 @@ class Settings(BaseSettings):
     )
     espeak_voices: bool = True
 
+    backend: Literal["onnxruntime", "torch"] = Field("onnxruntime", description="Runtime for Piper voices.")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="torch device; auto = CUDA if any.")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="torch decoder precision; auto = float16 on a GPU, float32 on CPU."
+    )
+    gpu_memory_fraction: float = Field(0.8, gt=0, le=1, description="Share of free GPU memory batches may use.")
+
     max_input_chars: int = Field(4096, ge=1)
-    workers: int = Field(0, ge=0, description="Engine worker threads; 0 = one per core.")
+    workers: int = Field(0, ge=0, description="Engine worker threads; 0 = one per core (2 on a GPU).")
     intra_op_threads: int = Field(0, ge=0, description="onnxruntime threads per worker; 0 = cores // workers.")
     solo_intra_op_threads: int = Field(0, ge=0, description="threads for a segment that runs alone; 0 = all cores.")
     warmup: bool = True
@@ -60,7 +71,7 @@ class Settings(BaseSettings):
 
     max_queue_size: int = Field(256, ge=0, description="Queued segments before new requests get 429; 0 = no limit.")
     request_timeout_s: float = Field(120.0, gt=0)
-    max_batch_size: int = Field(1, ge=1)
+    max_batch_size: int = Field(0, ge=0, description="Segments per engine call; 0 = 64 on a GPU, else 1.")
     max_queue_delay_ms: float = Field(2.0, ge=0)
 
     phoneme_cache_size: int = Field(10_000, ge=0)
@@ -120,7 +131,14 @@ class Settings(BaseSettings):
 
     @property
     def worker_count(self) -> int:
+        """Workers on CPU; see `scheduler_shape` for the GPU."""
         return self.workers or available_cores()
+
+    def scheduler_shape(self, *, on_gpu: bool) -> tuple[int, int]:
+        """Workers and the largest batch, resolving 0 ("auto") for where the engines run."""
+        if on_gpu:
+            return self.workers or GPU_WORKERS, self.max_batch_size or GPU_MAX_BATCH_SIZE
+        return self.worker_count, self.max_batch_size or 1
 
     @property
     def threads_per_worker(self) -> int:

@@ -34,7 +34,7 @@ def default_configs(cores: int | None = None) -> list[tuple[int, int]]:
 def _engine(settings: Settings, workers: int, threads: int, batch_size: int) -> Engine:
     update = {"workers": workers, "intra_op_threads": threads, "solo_intra_op_threads": threads,
               "max_batch_size": batch_size, "espeak_voices": False}  # fmt: skip
-    return build_engines(settings.model_copy(update=update), EspeakPhonemizer(0))[0]
+    return build_engines(settings.model_copy(update=update), EspeakPhonemizer(0)).engines[0]
 
 
 def _saturate(

@@ -14,7 +14,7 @@ import onnxruntime as ort
 
 from voxserve.engines.base import EngineProfile, PreparedSegment
 from voxserve.engines.piper_graph import with_duration_output
-from voxserve.engines.piper_voice import PiperVoiceConfig, same_call_groups
+from voxserve.engines.piper_voice import PiperVoiceConfig, PiperVoices, same_call_groups
 from voxserve.errors import ConfigError, EngineError
 from voxserve.frontend.phonemize import Phonemizer
 from voxserve.types import SynthesisParams, VoiceInfo
@@ -192,20 +192,19 @@ class PiperEngine:
 
     def __init__(self, model_paths: Sequence[Path], phonemizer: Phonemizer, options: SessionOptions) -> None:
         self.supports_batching = options.batching
-        self._phonemizer = phonemizer
-        self._models = [PiperModel(path, options) for path in model_paths]
-        self._by_voice = {voice.id: model for model in self._models for voice in model.config.voices(self.name)}
+        self._voices = PiperVoices([PiperModel(path, options) for path in model_paths], self.name, phonemizer)
+        self._models = self._voices.models
 
     def voices(self) -> list[VoiceInfo]:
-        return [voice for model in self._models for voice in model.config.voices(self.name)]
+        return self._voices.voices()
 
     def prepare(self, params: SynthesisParams) -> PreparedSegment:
-        return self._by_voice[params.voice.id].config.prepare(params, self._phonemizer)
+        return self._voices.prepare(params)
 
     def run(self, batch: Sequence[PreparedSegment], *, solo: bool = False) -> list[np.ndarray]:
         outputs: list[np.ndarray] = [np.empty(0, np.float32)] * len(batch)
         for group in same_call_groups(batch):
-            model = self._by_voice[batch[group[0]].params.voice.id]
+            model = self._voices.model(batch[group[0]])
             calls = [group] if self.supports_batching else [[index] for index in group]
             for call in calls:
                 for index, audio in zip(call, model.synthesize([batch[i] for i in call], solo=solo), strict=True):
@@ -214,7 +213,7 @@ class PiperEngine:
 
     def warmup(self) -> None:
         for model in self._models:
-            warm = self.prepare(SynthesisParams(text="Warm up.", voice=model.config.voices(self.name)[0]))
+            warm = self._voices.warmup_segment(model)
             for solo in (False, True):
                 self.run([warm] * (2 if self.supports_batching else 1), solo=solo)
 

@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, Protocol, TypeVar
 
 from voxserve.engines.base import PreparedSegment
 from voxserve.errors import ConfigError
@@ -104,3 +105,32 @@ def same_call_groups(batch: Sequence[PreparedSegment]) -> list[list[int]]:
     for index, segment in enumerate(batch):
         groups.setdefault(batch_key(segment), []).append(index)
     return list(groups.values())
+
+
+class HasVoiceConfig(Protocol):
+    config: PiperVoiceConfig
+
+
+M = TypeVar("M", bound=HasVoiceConfig)
+
+
+class PiperVoices(Generic[M]):
+    """The loaded models of one Piper backend, by voice id: what both backends' `voices` and `prepare` need."""
+
+    def __init__(self, models: Sequence[M], engine: str, phonemizer: Phonemizer) -> None:
+        self.models = list(models)
+        self._engine = engine
+        self._phonemizer = phonemizer
+        self._by_voice = {voice.id: model for model in self.models for voice in model.config.voices(engine)}
+
+    def voices(self) -> list[VoiceInfo]:
+        return [voice for model in self.models for voice in model.config.voices(self._engine)]
+
+    def model(self, segment: PreparedSegment) -> M:
+        return self._by_voice[segment.params.voice.id]
+
+    def prepare(self, params: SynthesisParams) -> PreparedSegment:
+        return self._by_voice[params.voice.id].config.prepare(params, self._phonemizer)
+
+    def warmup_segment(self, model: M) -> PreparedSegment:
+        return self.prepare(SynthesisParams(text="Warm up.", voice=model.config.voices(self._engine)[0]))

@@ -7,7 +7,8 @@ the graph, which covers every Piper quality level (x_low to high) without a tabl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,20 @@ class VitsWeights:
 
     def nbytes(self) -> int:
         return sum(array.nbytes for array in self.tensors.values())
+
+    def save(self, path: Path, *, dtype: type[np.floating] = np.float32) -> None:
+        """An `.npz` another machine can load without the `.onnx` (float16 halves it, for carrying)."""
+        specs = json.dumps({name: asdict(spec) for name, spec in self.convs.items()})
+        arrays = {name: array.astype(dtype) for name, array in self.tensors.items()}
+        np.savez(path, __convs__=np.array(specs), **arrays)
+
+    @classmethod
+    def load(cls, path: Path) -> VitsWeights:
+        """Weights written by `save`, as float32."""
+        with np.load(path) as saved:
+            specs = json.loads(str(saved["__convs__"]))
+            tensors = {name: saved[name].astype(np.float32) for name in saved.files if name != "__convs__"}
+        return cls(tensors, {name: ConvSpec(**spec) for name, spec in specs.items()})
 
 
 def read_vits_weights(model_path: Path) -> VitsWeights:

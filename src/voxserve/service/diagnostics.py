@@ -98,10 +98,10 @@ class Diagnostics:
             "versions": versions(),
             "engines": {engine.name: engine.runtime_info() for engine in self._speech.registry.engines()},
             "threads": {
-                "workers": settings.worker_count,
+                "workers": self._speech.scheduler.workers,
                 "intra_op_threads": settings.threads_per_worker,
                 "solo_intra_op_threads": settings.solo_threads,
-                "max_batch_size": settings.max_batch_size,
+                "max_batch_size": self._speech.scheduler.options.max_batch_size,
             },
             "config": settings.model_dump(mode="json"),
             "system": {**machine(), "recent": None if system is None else system.as_dict()},

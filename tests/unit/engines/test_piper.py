@@ -36,7 +36,7 @@ def test_bundled_voice_speaks_with_deterministic_zero_noise(engine: PiperEngine)
 def test_phoneme_ids_follow_piper_layout(engine: PiperEngine) -> None:
     voice = engine.voices()[0]
     prepared = engine.prepare(SynthesisParams(text="Hi.", voice=voice))
-    id_map = engine._by_voice[voice.id].config.phoneme_id_map
+    id_map = engine._voices.model(prepared).config.phoneme_id_map
     assert prepared.phonemes
     assert prepared.phoneme_ids[:2] == (id_map["^"][0], id_map["_"][0])
     assert prepared.phoneme_ids[-1] == id_map["$"][0]
