@@ -6,12 +6,14 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from voxserve.engines.base import PreparedSegment
 from voxserve.errors import ConfigError
-from voxserve.frontend.phonemize import Phonemizer
 from voxserve.types import SynthesisParams, VoiceInfo
+
+if TYPE_CHECKING:  # the phonemizer loads espeak-ng; the GPU benchmark runs on precomputed phoneme ids without it
+    from voxserve.frontend.phonemize import Phonemizer
 
 _BOS, _EOS, _PAD = "^", "$", "_"
 SPEAKER_SEPARATOR = "@"

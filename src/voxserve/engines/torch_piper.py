@@ -12,6 +12,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,10 +20,12 @@ import torch
 from voxserve.engines.base import EngineProfile, PreparedSegment
 from voxserve.engines.piper_voice import PiperVoiceConfig, PiperVoices, same_call_groups
 from voxserve.engines.vits_torch import Vits
-from voxserve.engines.vits_weights import read_vits_weights
+from voxserve.engines.vits_weights import VitsWeights, read_vits_weights
 from voxserve.errors import ConfigError, EngineError
-from voxserve.frontend.phonemize import Phonemizer
 from voxserve.types import SynthesisParams, VoiceInfo
+
+if TYPE_CHECKING:
+    from voxserve.frontend.phonemize import Phonemizer
 
 logger = logging.getLogger(__name__)
 
@@ -90,11 +93,14 @@ def frame_budget(available_bytes: int, memory_fraction: float, bytes_per_frame: 
 class TorchPiperModel:
     """One Piper voice as a `Vits` module on `device`, its decoder in `dtype`."""
 
-    def __init__(self, model_path: Path, device: torch.device, dtype: torch.dtype, max_length_ratio: float) -> None:
-        self.config = PiperVoiceConfig(model_path)
-        self.name = self.config.name
+    def __init__(
+        self, config: PiperVoiceConfig, weights: VitsWeights, device: torch.device, dtype: torch.dtype,
+        max_length_ratio: float,
+    ) -> None:  # fmt: skip
+        self.config = config
+        self.name = config.name
         self.device = device
-        self.vits = Vits(read_vits_weights(model_path)).eval().to(device)
+        self.vits = Vits(weights).eval().to(device)
         self.vits.set_decoder_dtype(dtype)
         self.max_length_ratio = max_length_ratio
         self.max_frames: int | None = None
@@ -155,14 +161,22 @@ class TorchPiperModel:
         }
 
 
+def load_piper_voice(model_path: Path) -> tuple[PiperVoiceConfig, VitsWeights]:
+    """A Piper voice's config and weights from its `.onnx` + `.onnx.json` pair."""
+    return PiperVoiceConfig(model_path), read_vits_weights(model_path)
+
+
 class TorchPiperEngine:
-    """Every Piper voice on PyTorch. Batches always: the scheduler's `max_batch_size` decides how many."""
+    """Every Piper voice on PyTorch. Batches always: the scheduler's `max_batch_size` decides how many.
+    `voices` are loaded config and weights (`load_piper_voice`, or weights saved with `VitsWeights.save`)."""
 
     name = "piper-torch"
     supports_batching = True
     supports_instructions = False
 
-    def __init__(self, model_paths: Sequence[Path], phonemizer: Phonemizer, options: TorchOptions) -> None:
+    def __init__(
+        self, voices: Sequence[tuple[PiperVoiceConfig, VitsWeights]], phonemizer: Phonemizer, options: TorchOptions
+    ) -> None:
         self.device = resolve_device(options.device)
         self.dtype = resolve_dtype(options.dtype, self.device)
         self._options = options
@@ -173,7 +187,10 @@ class TorchPiperEngine:
             torch.backends.cuda.matmul.allow_tf32 = False
         elif options.threads:
             torch.set_num_threads(options.threads)
-        models = [TorchPiperModel(path, self.device, self.dtype, options.max_length_ratio) for path in model_paths]
+        models = [
+            TorchPiperModel(config, weights, self.device, self.dtype, options.max_length_ratio)
+            for config, weights in voices
+        ]
         self._voices = PiperVoices(models, self.name, phonemizer)
         self._calibration: dict[str, dict[str, float]] = {}
 

@@ -58,14 +58,14 @@ def build_engines(settings: Settings, phonemizer: EspeakPhonemizer) -> Engines:
 def _build_piper(settings: Settings, model_paths: list[Path], phonemizer: EspeakPhonemizer) -> tuple[Engine, bool]:
     if settings.backend == "torch":
         try:
-            from voxserve.engines.torch_piper import TorchOptions, TorchPiperEngine
+            from voxserve.engines.torch_piper import TorchOptions, TorchPiperEngine, load_piper_voice
         except ImportError as exc:
             raise ConfigError(f"backend 'torch' needs PyTorch: pip install 'voxserve[torch]' ({exc})") from exc
         options = TorchOptions(
             device=settings.device, dtype=settings.dtype, memory_fraction=settings.gpu_memory_fraction,
             threads=settings.threads_per_worker,
         )  # fmt: skip
-        engine = TorchPiperEngine(model_paths, phonemizer, options)
+        engine = TorchPiperEngine([load_piper_voice(path) for path in model_paths], phonemizer, options)
         return engine, engine.on_gpu
     _, batch = settings.scheduler_shape(on_gpu=False)
     options = SessionOptions(

