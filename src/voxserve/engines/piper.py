@@ -14,7 +14,7 @@ import onnxruntime as ort
 
 from voxserve.engines.base import EngineProfile, PreparedSegment
 from voxserve.engines.piper_graph import with_duration_output
-from voxserve.engines.piper_voice import PiperVoiceConfig, PiperVoices, same_call_groups
+from voxserve.engines.piper_voice import PiperVoiceConfig, PiperVoices
 from voxserve.errors import ConfigError, EngineError
 from voxserve.frontend.phonemize import Phonemizer
 from voxserve.types import SynthesisParams, VoiceInfo
@@ -202,14 +202,12 @@ class PiperEngine:
         return self._voices.prepare(params)
 
     def run(self, batch: Sequence[PreparedSegment], *, solo: bool = False) -> list[np.ndarray]:
-        outputs: list[np.ndarray] = [np.empty(0, np.float32)] * len(batch)
-        for group in same_call_groups(batch):
-            model = self._voices.model(batch[group[0]])
-            calls = [group] if self.supports_batching else [[index] for index in group]
-            for call in calls:
-                for index, audio in zip(call, model.synthesize([batch[i] for i in call], solo=solo), strict=True):
-                    outputs[index] = audio
-        return outputs
+        def synthesize(model: PiperModel, segments: list[PreparedSegment]) -> list[np.ndarray]:
+            if self.supports_batching:
+                return model.synthesize(segments, solo=solo)
+            return [model.synthesize([segment], solo=solo)[0] for segment in segments]
+
+        return self._voices.run(batch, synthesize)
 
     def warmup(self) -> None:
         for model in self._models:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+
+import numpy as np
 
 from voxserve.engines.base import PreparedSegment
 from voxserve.errors import ConfigError
@@ -133,6 +135,17 @@ class PiperVoices(Generic[M]):
 
     def prepare(self, params: SynthesisParams) -> PreparedSegment:
         return self._by_voice[params.voice.id].config.prepare(params, self._phonemizer)
+
+    def run(
+        self, batch: Sequence[PreparedSegment], synthesize: Callable[[M, list[PreparedSegment]], list[np.ndarray]]
+    ) -> list[np.ndarray]:
+        """`synthesize` once per group of segments that can share a call; the audio back in `batch`'s order."""
+        outputs: list[np.ndarray] = [np.empty(0, np.float32)] * len(batch)
+        for group in same_call_groups(batch):
+            model = self.model(batch[group[0]])
+            for index, audio in zip(group, synthesize(model, [batch[i] for i in group]), strict=True):
+                outputs[index] = audio
+        return outputs
 
     def warmup_segment(self, model: M) -> PreparedSegment:
         return self.prepare(SynthesisParams(text="Warm up.", voice=model.config.voices(self._engine)[0]))

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from voxserve.engines.base import EngineProfile, PreparedSegment
-from voxserve.engines.piper_voice import PiperVoiceConfig, PiperVoices, same_call_groups
+from voxserve.engines.piper_voice import PiperVoiceConfig, PiperVoices
 from voxserve.engines.vits_torch import Vits
 from voxserve.engines.vits_weights import VitsWeights, read_vits_weights
 from voxserve.errors import ConfigError, EngineError
@@ -205,18 +205,15 @@ class TorchPiperEngine:
         return self._voices.prepare(params)
 
     def run(self, batch: Sequence[PreparedSegment], *, solo: bool = False) -> list[np.ndarray]:
-        outputs: list[np.ndarray] = [np.empty(0, np.float32)] * len(batch)
-        for group in same_call_groups(batch):
-            model = self._voices.model(batch[group[0]])
-            try:
-                audio = model.synthesize([batch[index] for index in group])
-            except torch.cuda.OutOfMemoryError as exc:
-                raise EngineError(f"GPU out of memory on a batch of {len(group)}: {exc}") from exc
-            except RuntimeError as exc:
-                raise EngineError(f"Piper voice {model.name} failed on {self.device}: {exc}") from exc
-            for index, samples in zip(group, audio, strict=True):
-                outputs[index] = samples
-        return outputs
+        return self._voices.run(batch, self._synthesize)
+
+    def _synthesize(self, model: TorchPiperModel, segments: list[PreparedSegment]) -> list[np.ndarray]:
+        try:
+            return model.synthesize(segments)
+        except torch.cuda.OutOfMemoryError as exc:
+            raise EngineError(f"GPU out of memory on a batch of {len(segments)}: {exc}") from exc
+        except RuntimeError as exc:
+            raise EngineError(f"Piper voice {model.name} failed on {self.device}: {exc}") from exc
 
     def warmup(self) -> None:
         for model in self._voices.models:
