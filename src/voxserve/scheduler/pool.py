@@ -165,31 +165,35 @@ class Scheduler:
         started = time.perf_counter()
         for job in batch:
             job.trace.add("queue", started - job.submitted_at, start_s=job.submitted_at)
+        outputs: list[np.ndarray] = []
+        error: VoxError | None = None
         try:
             outputs = engine.run([job.segment for job in batch], solo=solo)
         except VoxError as exc:
-            self._fail(batch, exc)
+            error = exc
         except Exception as exc:
             logger.exception("engine %s failed on a batch of %d", engine.name, len(batch))
-            self._fail(batch, EngineError(f"engine {engine.name} failed: {exc}"))
-        else:
-            for job, audio in zip(batch, outputs, strict=True):
-                job.future.set_result(audio)
-        finally:
-            elapsed = time.perf_counter() - started
-            with self._busy_changed:
-                self._busy -= 1
-                self._solo_running = self._solo_running and not solo
-                self._service_s = 0.9 * self._service_s + 0.1 * elapsed / len(batch)
-                self._busy_changed.notify_all()
-            for job in batch:
-                job.trace.add(
-                    "model", elapsed, start_s=started, engine=engine.name, chars=len(job.segment.params.text),
-                    batch=len(batch), solo=solo,
-                )  # fmt: skip
-            self._metrics.engine_items.labels(engine.name).inc(len(batch))
-            self._metrics.engine_executions.labels(engine.name).inc()
-            self._metrics.batch_size.labels(engine.name).observe(len(batch))
+            error = EngineError(f"engine {engine.name} failed: {exc}")
+        elapsed = time.perf_counter() - started
+        with self._busy_changed:
+            self._busy -= 1
+            self._solo_running = self._solo_running and not solo
+            self._service_s = 0.9 * self._service_s + 0.1 * elapsed / len(batch)
+            self._busy_changed.notify_all()
+        # The trace is complete before any future resolves: a request may finish as soon as its audio is set.
+        for job in batch:
+            job.trace.add(
+                "model", elapsed, start_s=started, engine=engine.name, chars=len(job.segment.params.text),
+                batch=len(batch), solo=solo,
+            )  # fmt: skip
+        self._metrics.engine_items.labels(engine.name).inc(len(batch))
+        self._metrics.engine_executions.labels(engine.name).inc()
+        self._metrics.batch_size.labels(engine.name).observe(len(batch))
+        if error is not None:
+            self._fail(batch, error)
+            return
+        for job, audio in zip(batch, outputs, strict=True):
+            job.future.set_result(audio)
 
     @staticmethod
     def _fail(batch: list[Job], error: VoxError) -> None:
