@@ -32,7 +32,7 @@ import torch
 
 from voxserve.engines.base import PreparedSegment
 from voxserve.engines.piper_voice import PiperVoiceConfig
-from voxserve.engines.torch_piper import TorchOptions, TorchPiperEngine, TorchPiperModel
+from voxserve.engines.torch_piper import DTYPES, TorchOptions, TorchPiperEngine, TorchPiperModel
 from voxserve.engines.vits_weights import VitsWeights
 from voxserve.obs.metrics import Metrics
 from voxserve.obs.trace import RequestTrace
@@ -113,8 +113,7 @@ class _Bundle:
         self.first_segments = [segment(ids) for ids in phonemes["first_segments"]]
 
     def model(self, device: str, dtype: str) -> TorchPiperModel:
-        torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
-        return TorchPiperModel(self.config, self.weights, torch.device(device), torch_dtype, max_length_ratio=1.5)
+        return TorchPiperModel(self.config, self.weights, torch.device(device), DTYPES[dtype], max_length_ratio=1.5)
 
 
 def check(bundle: _Bundle, device: str, count: int) -> dict[str, object]:

@@ -21,6 +21,12 @@ class PreparedSegment:
     phonemes: str = ""
     phoneme_ids: tuple[int, ...] = ()
 
+    @property
+    def call_key(self) -> tuple[object, ...]:
+        """Segments of one engine with equal keys may share a model call: same voice and synthesis scales."""
+        params = self.params
+        return params.voice.id, params.speed, params.noise_scale, params.noise_w
+
 
 @dataclass(frozen=True, slots=True)
 class EngineProfile:

@@ -97,17 +97,11 @@ class PiperVoiceConfig:
         return self.speaker_ids.get(params.voice.speakers[0], 0) if params.voice.speakers else 0
 
 
-def batch_key(segment: PreparedSegment) -> tuple[object, ...]:
-    """Segments with equal keys can share one model call (same voice and scales)."""
-    params = segment.params
-    return params.voice.id, params.speed, params.noise_scale, params.noise_w
-
-
 def same_call_groups(batch: Sequence[PreparedSegment]) -> list[list[int]]:
-    """Indices of `batch` grouped by `batch_key`, in first-seen order."""
+    """Indices of `batch` grouped by `call_key`, in first-seen order."""
     groups: dict[tuple[object, ...], list[int]] = {}
     for index, segment in enumerate(batch):
-        groups.setdefault(batch_key(segment), []).append(index)
+        groups.setdefault(segment.call_key, []).append(index)
     return list(groups.values())
 
 

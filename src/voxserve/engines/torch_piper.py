@@ -135,15 +135,7 @@ class TorchPiperModel:
         torch.cuda.synchronize(self.device)
         torch.cuda.reset_peak_memory_stats(self.device)
         baseline = torch.cuda.memory_allocated(self.device)
-        with torch.inference_mode():
-            text = self.vits.text_stage(
-                torch.tensor([long.phoneme_ids], device=self.device),
-                torch.tensor([len(long.phoneme_ids)], device=self.device),
-                torch.zeros(1, dtype=torch.long, device=self.device), noise_w=0.0, length_scale=1.0,
-            )  # fmt: skip
-            self.vits.acoustic_stage(text, torch.zeros(1, dtype=torch.long, device=self.device), noise_scale=0.0)
-        torch.cuda.synchronize(self.device)
-        frames = int(text.frames[0])
+        frames = len(self.synthesize([long])[0]) // self.vits.hop
         bytes_per_frame = (torch.cuda.max_memory_allocated(self.device) - baseline) / frames
         free, _ = torch.cuda.mem_get_info(self.device)
         cached = torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)

@@ -40,8 +40,7 @@ class VitsWeights:
 
     def count(self, prefix: str) -> int:
         """How many numbered children `prefix` has: `count("dec.ups.")` is the number of upsampling layers."""
-        indices = {name[len(prefix) :].split(".")[0] for name in self.tensors if name.startswith(prefix)}
-        return len({index for index in indices if index.isdigit()})
+        return len(self.indices(prefix))
 
     def indices(self, prefix: str) -> list[int]:
         """The numbers of `prefix`'s children, ascending (the duration predictor's flows skip some)."""

@@ -31,8 +31,7 @@ class Job:
     @property
     def batch_key(self) -> tuple[object, ...]:
         """Segments that may share one engine call: same engine, voice and synthesis scales."""
-        params = self.segment.params
-        return self.engine.name, params.voice.id, params.speed, params.noise_scale, params.noise_w
+        return self.engine.name, *self.segment.call_key
 
     @property
     def length(self) -> int:
