@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from voxserve.errors import ConfigError
@@ -88,6 +88,24 @@ class Settings(BaseSettings):
     metrics_endpoint: bool = True
     diagnostics_endpoints: bool = True
     profile_dir: Path | None = Field(None, description="Where profiler captures are written; None = a temp dir.")
+    profile_keep: int = Field(5, ge=1, description="Profiler captures kept on disk; older ones are deleted.")
+
+    api_keys: list[SecretStr] = Field(
+        default_factory=list, description="Bootstrap keys with every scope (for containers); never logged."
+    )
+    insecure_no_auth: bool = Field(False, description="Serve a non-loopback bind without API keys, on purpose.")
+    metrics_auth: Literal["remote", "always", "never"] = Field(
+        "remote",
+        description="When /metrics needs an admin key (once keys exist): from non-loopback clients, always, never.",
+    )
+    key_requests_per_minute: int = Field(0, ge=0, description="Default per-key request rate; 0 = no limit.")
+    key_max_streams: int = Field(0, ge=0, description="Default per-key concurrent requests; 0 = no limit.")
+    key_chars_per_day: int = Field(0, ge=0, description="Default per-key input characters per day; 0 = no limit.")
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Host header values served; empty = loopback names plus `host`; '*' = any."
+    )
+    cors_origins: list[str] = Field(default_factory=list, description="Browser origins allowed to call the API.")
+    max_json_body_bytes: int = Field(2**20, ge=1024, description="Largest JSON request body.")
 
     data_dir: Path = Field(
         Path.home() / ".local" / "share" / "voxserve", description="Custom voices (SQLite + files) live here."
