@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import sys
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, BinaryIO, TypeVar
 
@@ -18,10 +21,12 @@ from voxserve.errors import VoxError
 from voxserve.obs.profile_report import ProfileDigest, compare, digest, largest_stage_difference, load_trace
 from voxserve.obs.trace import RequestTrace
 from voxserve.process import limit_malloc_arenas
-from voxserve.service.bootstrap import build_conversion_service, build_speech_service
-from voxserve.service.conversion import ConversionJob, ConversionService, Upload
+from voxserve.service.bootstrap import build_access, build_conversion_service, build_speech_service
+from voxserve.service.conversion import ConversionJob, ConversionService, Upload, VoiceRegistration
 from voxserve.service.speech import SpeechJob, SpeechService
 from voxserve.settings import Settings, load_settings
+from voxserve.storage.keys import SCOPES, KeyLimits, KeyStore
+from voxserve.types import Caller
 
 app = typer.Typer(help="voxserve: a self-hosted, OpenAI-compatible speech server.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
@@ -48,14 +53,24 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
     voices_dir: VoicesDirOption = None,
+    insecure_no_auth: Annotated[
+        bool | None, typer.Option("--insecure-no-auth", help="Serve a non-loopback bind without API keys.")
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Run the HTTP server."""
     import uvicorn
 
     from voxserve.api.app import create_app
+    from voxserve.api.guard import exposure_problem
 
-    settings = _settings(config, host=host, port=port, voices_dir=voices_dir)
+    settings = _settings(config, host=host, port=port, voices_dir=voices_dir, insecure_no_auth=insecure_no_auth)
+    access = build_access(settings)
+    problem = exposure_problem(settings.host, access.required, settings.insecure_no_auth)
+    access.store.close()
+    if problem:
+        console.print(f"[red]error:[/red] {problem}")
+        raise typer.Exit(2)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     limit_malloc_arenas(settings.malloc_arena_max)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
@@ -119,7 +134,7 @@ def voices(
         for info in speech.registry.voices():
             if engine is None or info.engine == engine:
                 table.add_row(info.id, info.engine, info.language, str(info.sample_rate))
-        for custom in speech.library.list() if speech.library and engine in (None, "custom") else []:
+        for custom in speech.library.list(Caller()) if speech.library and engine in (None, "custom") else []:
             table.add_row(f"{custom.id} ({custom.name})", "custom", f"via {custom.base_voice}", str(custom.sample_rate))
         Console().print(table)
     finally:
@@ -136,7 +151,10 @@ def voices_add(
     """Register a custom voice from a reference recording."""
     upload = Upload(reference.read_bytes())
     voice = _with_conversion(
-        context.obj, lambda conversion: conversion.register_voice(name, upload, None, base_voice, _untraced())
+        context.obj,
+        lambda conversion: conversion.register_voice(
+            VoiceRegistration(name, upload, base_voice=base_voice), _untraced()
+        ),
     )
     console.print(f"added {voice.id} ({voice.name}), spoken by {voice.base_voice}")
 
@@ -144,8 +162,73 @@ def voices_add(
 @voices_app.command("rm")
 def voices_rm(context: typer.Context, voice: Annotated[str, typer.Argument(help="Custom voice id or name.")]) -> None:
     """Delete a custom voice."""
-    removed = _with_conversion(context.obj, lambda conversion: _async(conversion.library.delete, voice))
+    removed = _with_conversion(context.obj, lambda conversion: _async(conversion.library.delete, voice, Caller()))
     console.print(f"deleted {removed.id} ({removed.name})")
+
+
+keys_app = typer.Typer(help="API keys (kept as hashes in the data directory).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.callback()
+def keys(context: typer.Context, config: ConfigOption = None) -> None:
+    context.obj = _settings(config)
+
+
+@keys_app.command("create")
+def keys_create(
+    context: typer.Context,
+    name: Annotated[str, typer.Option("--name", help="Who or what the key is for.")],
+    scope: Annotated[list[str], typer.Option("--scope", help=f"One of {', '.join(SCOPES)}; repeat for more.")],
+    requests_per_minute: Annotated[int | None, typer.Option(min=0, help="0 = no limit; default: the server's.")] = None,
+    max_streams: Annotated[int | None, typer.Option(min=0, help="Concurrent requests; 0 = no limit.")] = None,
+    chars_per_day: Annotated[
+        int | None, typer.Option(min=0, help="Input characters per UTC day; 0 = no limit.")
+    ] = None,
+) -> None:
+    """Create a key and print it once (only its hash is kept)."""
+    with _key_store(context) as store:
+        try:
+            key, secret = store.create(name, tuple(scope), KeyLimits(requests_per_minute, max_streams, chars_per_day))
+        except (ValueError, sqlite3.IntegrityError) as exc:
+            console.print(f"[red]error:[/red] {exc if isinstance(exc, ValueError) else f'a key named {name!r} exists'}")
+            raise typer.Exit(2) from exc
+    console.print(f"created key {key.id} ({key.name}) with scopes {', '.join(key.scopes)}; it is shown only once:")
+    print(secret)
+
+
+@keys_app.command("ls")
+def keys_ls(context: typer.Context) -> None:
+    """List keys (never their secrets)."""
+    with _key_store(context) as store:
+        table = Table("id", "name", "scopes", "created", "rpm", "streams", "chars/day", title="API keys")
+        for key in store.list():
+            limits = (key.limits.requests_per_minute, key.limits.max_streams, key.limits.chars_per_day)
+            created = time.strftime("%Y-%m-%d %H:%M", time.localtime(key.created_at))
+            table.add_row(
+                key.id, key.name, ",".join(key.scopes), created, *("default" if v is None else str(v) for v in limits)
+            )
+        Console().print(table)
+
+
+@keys_app.command("rm")
+def keys_rm(context: typer.Context, key: Annotated[str, typer.Argument(help="Key id or name.")]) -> None:
+    """Revoke a key; requests with it fail from the next one on."""
+    with _key_store(context) as store:
+        removed = store.delete(key)
+    if removed is None:
+        console.print(f"[red]error:[/red] no key {key!r}")
+        raise typer.Exit(1)
+    console.print(f"deleted key {removed.id} ({removed.name})")
+
+
+@contextmanager
+def _key_store(context: typer.Context) -> Iterator[KeyStore]:
+    store = KeyStore(context.obj.data_dir)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 @app.command()

@@ -118,3 +118,46 @@ class ConflictError(VoxError):
     status_code = 409
     error_type = "invalid_request_error"
     code = "conflict"
+
+
+class AuthenticationError(VoxError):
+    """No API key, or one the server does not know, where keys are required."""
+
+    status_code = 401
+    error_type = "invalid_request_error"
+    code = "invalid_api_key"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="voxserve"'}
+
+
+class PermissionDeniedError(VoxError):
+    """A known key without the scope a route needs, or a browser request from an origin that is not allowed."""
+
+    status_code = 403
+    error_type = "invalid_request_error"
+    code = "insufficient_scope"
+
+
+class MisdirectedRequestError(VoxError):
+    """A `Host` header this server does not answer to (DNS rebinding looks like this)."""
+
+    status_code = 421
+    error_type = "invalid_request_error"
+    code = "invalid_host"
+
+
+class RateLimitError(VoxError):
+    """A key passed one of its limits; `headers` carry `Retry-After` and OpenAI's `x-ratelimit-*` counts."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, retry_after_s: int, limit_headers: dict[str, str]) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        self.limit_headers = limit_headers
+
+    def headers(self) -> dict[str, str]:
+        return {**self.limit_headers, "Retry-After": str(self.retry_after_s)}

@@ -51,3 +51,21 @@ class SynthesisParams:
     @property
     def estimated_audio_s(self) -> float:
         return len(self.text) * SPOKEN_S_PER_CHAR / self.speed
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a request acts for: an API key's id (`None` on a server without keys) and whether it is an admin.
+    What a caller owns (custom voices, jobs) only it sees, unless it is shared."""
+
+    key_id: str | None = None
+    admin: bool = True
+
+    @property
+    def tenant(self) -> str:
+        """The name fair sharing knows this caller by; every caller of a server without keys is one tenant."""
+        return self.key_id or ""
+
+    def sees(self, owner: str | None, shared: bool) -> bool:
+        """Things made before keys existed (no owner) stay visible to every key."""
+        return self.admin or shared or owner is None or owner == self.key_id

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
+from voxserve.api.access import require
 from voxserve.api.state import get_speech
 from voxserve.service.speech import SpeechService
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(require("speech"))])
 
 
 @router.get("/v1/models")

@@ -8,12 +8,13 @@ from fastapi import APIRouter, Body, Depends, Query
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from voxserve.api.access import require
 from voxserve.api.protocol import ResponseFormat
 from voxserve.api.state import get_diagnostics, get_profiler
 from voxserve.service.diagnostics import MAX_BENCHMARK_CONCURRENCY, MAX_BENCHMARK_S, Diagnostics
 from voxserve.service.profiling import MAX_CAPTURE_REQUESTS, MAX_CAPTURE_S, Profiler
 
-router = APIRouter(prefix="/diagnostics")
+router = APIRouter(prefix="/diagnostics", dependencies=[Depends(require("admin"))])
 
 
 class BenchmarkRequest(BaseModel):

@@ -6,10 +6,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from voxserve.service.conversion import ConversionJob, Upload
+from voxserve.service.conversion import ConversionJob, Upload, VoiceRegistration
 from voxserve.service.speech import SpeechJob
+from voxserve.types import Caller
 
 ResponseFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
+# Hard ceilings in the schema; the configured `max_input_chars` (413 past it) is checked by the service.
+MAX_INPUT_CHARS = 100_000
+MAX_INSTRUCTIONS_CHARS = 4096
 
 
 class VoiceRef(BaseModel):
@@ -23,15 +27,15 @@ class SpeechRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str = "tts-1"
-    input: str = Field(min_length=1)
+    input: str = Field(min_length=1, max_length=MAX_INPUT_CHARS)
     voice: str | VoiceRef
     response_format: ResponseFormat = "mp3"
     speed: float = Field(1.0, ge=0.25, le=4.0)
-    instructions: str | None = Field(None, max_length=4096)
+    instructions: str | None = Field(None, max_length=MAX_INSTRUCTIONS_CHARS)
     stream_format: Literal["audio", "sse"] = "audio"
     stream: bool = True
 
-    def to_job(self, *, use_cache: bool = True) -> SpeechJob:
+    def to_job(self, caller: Caller, *, use_cache: bool = True) -> SpeechJob:
         return SpeechJob(
             text=self.input,
             voice=self.voice if isinstance(self.voice, str) else self.voice.id,
@@ -40,6 +44,7 @@ class SpeechRequest(BaseModel):
             response_format=self.response_format,
             instructions=self.instructions,
             use_cache=use_cache,
+            caller=caller,
         )
 
 
@@ -49,8 +54,20 @@ class VoiceCreateRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     name: str = Field(min_length=1, max_length=64)
-    url: str | None = None
+    url: str | None = Field(None, max_length=2048)
     base_voice: str | None = None
+    shared: bool = False
+
+    def to_registration(self, upload: Upload | None, owner: Caller) -> VoiceRegistration:
+        return VoiceRegistration(self.name, upload, self.url, self.base_voice, owner=owner, shared=self.shared)
+
+
+class VoiceUpdateRequest(BaseModel):
+    """`PATCH /v1/audio/voices/{id}` (admin keys): share a voice with every key, or stop sharing it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    shared: bool
 
 
 class ConversionRequest(BaseModel):
@@ -66,7 +83,7 @@ class ConversionRequest(BaseModel):
     formant_shift: float = Field(1.0, ge=0.5, le=2.0)
     stream: bool = True
 
-    def to_job(self, uploads: dict[str, Upload]) -> ConversionJob:
+    def to_job(self, uploads: dict[str, Upload], caller: Caller) -> ConversionJob:
         return ConversionJob(
             source=uploads.get("file"),
             source_url=self.source_url,
@@ -76,4 +93,5 @@ class ConversionRequest(BaseModel):
             response_format=self.response_format,
             pitch_shift=self.pitch_shift,
             formant_shift=self.formant_shift,
+            caller=caller,
         )

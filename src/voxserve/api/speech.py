@@ -9,10 +9,13 @@ from contextlib import aclosing
 
 from fastapi import APIRouter, Depends, Request, Response
 
+from voxserve.api.access import metered, require
 from voxserve.api.protocol import SpeechRequest
 from voxserve.api.state import get_speech, get_trace
 from voxserve.api.streaming import streaming_response, unless_disconnected
 from voxserve.obs.trace import RequestTrace
+from voxserve.service.access import Principal
+from voxserve.service.limits import Lease
 from voxserve.service.speech import SpeechService, SpeechStream
 
 router = APIRouter()
@@ -23,11 +26,14 @@ CACHE_BYPASS_VALUES = ("no-cache", "no-store")
 async def create_speech(
     body: SpeechRequest,
     request: Request,
+    principal: Principal = Depends(require("speech")),
+    lease: Lease = Depends(metered("speech")),
     speech: SpeechService = Depends(get_speech),
     trace: RequestTrace = Depends(get_trace),
 ) -> Response:
     trace.add("receive", trace.elapsed_s(), start_s=trace.started_at)  # reading and validating the body
-    stream = speech.open(body.to_job(use_cache=_cache_allowed(request)), trace)
+    lease.charge(len(body.input))
+    stream = speech.open(body.to_job(principal.caller, use_cache=_cache_allowed(request)), trace)
     if body.stream_format == "sse":
         return await streaming_response(request, _sse_events(stream), "text/event-stream", lambda: _headers(stream))
     if not body.stream:

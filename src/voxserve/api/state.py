@@ -10,8 +10,10 @@ from fastapi import Request
 from voxserve.errors import NotReadyError
 from voxserve.obs.telemetry import Telemetry
 from voxserve.obs.trace import RequestTrace
+from voxserve.service.access import AccessControl
 from voxserve.service.conversion import ConversionService
 from voxserve.service.diagnostics import Diagnostics
+from voxserve.service.limits import KeyLimiter
 from voxserve.service.profiling import Profiler
 from voxserve.service.speech import SpeechService
 
@@ -29,6 +31,8 @@ class AppState:
         self.speech: SpeechService | None = None
         self.diagnostics: Diagnostics | None = None
         self.profiler: Profiler | None = None
+        self.access: AccessControl | None = None
+        self.limiter: KeyLimiter | None = None
         self.ready = False
 
 

@@ -1,4 +1,6 @@
-"""`/v1/audio/voices`: the built-in voices, and custom voices registered from a reference recording."""
+"""`/v1/audio/voices`: the built-in voices, and custom voices registered from a reference recording.
+
+A custom voice belongs to the key that made it: other keys neither see nor use it, unless an admin shares it."""
 
 from __future__ import annotations
 
@@ -6,11 +8,14 @@ from dataclasses import asdict
 
 from fastapi import APIRouter, Depends, Request
 
+from voxserve.api.access import metered, require
 from voxserve.api.forms import read_body
-from voxserve.api.protocol import VoiceCreateRequest
+from voxserve.api.protocol import VoiceCreateRequest, VoiceUpdateRequest
 from voxserve.api.state import get_conversion, get_speech, get_trace
 from voxserve.obs.trace import RequestTrace
+from voxserve.service.access import Principal
 from voxserve.service.conversion import ConversionService
+from voxserve.service.limits import Lease
 from voxserve.service.speech import SpeechService
 from voxserve.storage.voices import CustomVoice
 
@@ -18,9 +23,11 @@ router = APIRouter()
 
 
 @router.get("/v1/audio/voices")
-async def list_voices(speech: SpeechService = Depends(get_speech)) -> dict[str, object]:
+async def list_voices(
+    principal: Principal = Depends(require("speech")), speech: SpeechService = Depends(get_speech)
+) -> dict[str, object]:
     builtin = [{"object": "voice", "type": "builtin", **asdict(voice)} for voice in speech.registry.voices()]
-    custom = [_custom_voice(voice) for voice in speech.library.list()] if speech.library else []
+    custom = [_custom_voice(voice) for voice in speech.library.list(principal.caller)] if speech.library else []
     return {
         "object": "list",
         "data": builtin + custom,
@@ -32,22 +39,38 @@ async def list_voices(speech: SpeechService = Depends(get_speech)) -> dict[str, 
 @router.post("/v1/audio/voices")
 async def create_voice(
     request: Request,
+    principal: Principal = Depends(require("voices")),
+    _: Lease = Depends(metered("voices")),
     conversion: ConversionService = Depends(get_conversion),
     trace: RequestTrace = Depends(get_trace),
 ) -> dict[str, object]:
     body, uploads = await read_body(request, VoiceCreateRequest, conversion.max_upload_bytes)
-    voice = await conversion.register_voice(body.name, uploads.get("file"), body.url, body.base_voice, trace)
+    voice = await conversion.register_voice(body.to_registration(uploads.get("file"), principal.caller), trace)
     return _custom_voice(voice, conversion)
 
 
 @router.get("/v1/audio/voices/{voice_id}")
-async def get_voice(voice_id: str, conversion: ConversionService = Depends(get_conversion)) -> dict[str, object]:
-    return _custom_voice(conversion.library.get(voice_id), conversion)
+async def get_voice(
+    voice_id: str, principal: Principal = Depends(require("speech")),
+    conversion: ConversionService = Depends(get_conversion),
+) -> dict[str, object]:  # fmt: skip
+    return _custom_voice(conversion.library.get(voice_id, principal.caller), conversion)
+
+
+@router.patch("/v1/audio/voices/{voice_id}")
+async def update_voice(
+    voice_id: str, body: VoiceUpdateRequest, principal: Principal = Depends(require("admin")),
+    conversion: ConversionService = Depends(get_conversion),
+) -> dict[str, object]:  # fmt: skip
+    return _custom_voice(conversion.library.share(voice_id, body.shared, principal.caller), conversion)
 
 
 @router.delete("/v1/audio/voices/{voice_id}")
-async def delete_voice(voice_id: str, conversion: ConversionService = Depends(get_conversion)) -> dict[str, object]:
-    voice = conversion.library.delete(voice_id)
+async def delete_voice(
+    voice_id: str, principal: Principal = Depends(require("voices")),
+    conversion: ConversionService = Depends(get_conversion),
+) -> dict[str, object]:  # fmt: skip
+    voice = conversion.library.delete(voice_id, principal.caller)
     return {"id": voice.id, "object": "voice.deleted", "deleted": True}
 
 
@@ -63,6 +86,7 @@ def _custom_voice(voice: CustomVoice, conversion: ConversionService | None = Non
         "created_at": int(voice.created_at),
         "reference_seconds": round(voice.reference_s, 3),
         "sample_rate": voice.sample_rate,
+        "shared": voice.shared,
     }
     if conversion is not None:
         shown["features"] = conversion.library.features(voice).summary()

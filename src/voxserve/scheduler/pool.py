@@ -104,12 +104,14 @@ class Scheduler:
         priority: Priority,
         due: float,
         deadline: float,
+        tenant: str = "",
     ) -> Future[np.ndarray]:
-        """Queue one segment; the future holds its audio. `due` (perf_counter time) orders segments of the same
-        priority; past `deadline` the segment is dropped unrun. Cancelling the future before a worker takes it
-        means no engine time is spent on it."""
+        """Queue one segment; the future holds its audio. `tenant` (an API key) shares the workers fairly with
+        other tenants; `due` (perf_counter time) orders one tenant's segments of the same priority; past
+        `deadline` the segment is dropped unrun. Cancelling the future before a worker takes it means no engine
+        time is spent on it."""
         future: Future[np.ndarray] = Future()
-        self._queue.put(Job(engine, segment, trace, future, deadline, priority), due)
+        self._queue.put(Job(engine, segment, trace, future, deadline, priority, tenant), due)
         return future
 
     def close(self) -> None:

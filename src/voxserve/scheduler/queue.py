@@ -1,4 +1,10 @@
-"""`SegmentQueue`: jobs ordered by priority class, then playback due time, then arrival."""
+"""`SegmentQueue`: jobs ordered by priority class, then fair share between tenants (API keys), then playback due
+time, then arrival.
+
+Fair share is start-time fair queueing over segments: each tenant has a virtual time, the estimated audio its
+taken segments will make; the next segment of a priority class comes from the tenant with the least. A tenant
+that was idle starts at the least virtual time of the busy ones, so idling banks no credit, and one key keeping
+sixteen streams busy cannot starve another's single request."""
 
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ class Job:
     future: Future[np.ndarray]
     deadline: float
     priority: int
+    tenant: str = ""
     submitted_at: float = field(default_factory=time.perf_counter)
 
     @property
@@ -38,11 +45,16 @@ class Job:
         return len(self.segment.phoneme_ids) or len(self.segment.params.text)
 
 
+_Entry = tuple[int, float, int, Job]
+
+
 class SegmentQueue:
     """A blocking priority queue. `get` returns `None` once the queue is closed and drained."""
 
     def __init__(self) -> None:
-        self._heap: list[tuple[int, float, int, Job]] = []
+        self._lanes: dict[str, list[_Entry]] = {}
+        self._virtual_s: dict[str, float] = {}
+        self._size = 0
         self._requests: Counter[str] = Counter()
         self._pending_audio_s = 0.0
         self._sequence = itertools.count()
@@ -51,7 +63,7 @@ class SegmentQueue:
 
     def __len__(self) -> int:
         with self._ready:
-            return len(self._heap)
+            return self._size
 
     def pending_audio_s(self) -> float:
         """Estimated seconds of audio the queued segments will make."""
@@ -63,24 +75,45 @@ class SegmentQueue:
         with self._ready:
             return not self._requests or set(self._requests) == {request_id}
 
+    def tenants(self) -> dict[str, int]:
+        """Queued segments per tenant."""
+        with self._ready:
+            return {tenant: len(lane) for tenant, lane in self._lanes.items()}
+
     def put(self, job: Job, due: float) -> None:
         with self._ready:
-            heapq.heappush(self._heap, (job.priority, due, next(self._sequence), job))
+            lane = self._lanes.get(job.tenant)
+            if lane is None:
+                floor = min(self._virtual_s[tenant] for tenant in self._lanes) if self._lanes else 0.0
+                self._virtual_s[job.tenant] = max(self._virtual_s.get(job.tenant, 0.0), floor)
+                lane = self._lanes[job.tenant] = []
+            heapq.heappush(lane, (job.priority, due, next(self._sequence), job))
+            self._size += 1
             self._requests[job.trace.request_id] += 1
             self._pending_audio_s += job.segment.params.estimated_audio_s
             self._ready.notify()
 
     def get(self) -> Job | None:
         with self._ready:
-            while not self._heap and not self._closed:
+            while not self._size and not self._closed:
                 self._ready.wait()
-            if not self._heap:
+            if not self._size:
                 return None
-            job = heapq.heappop(self._heap)[3]
+            tenant = min(self._lanes, key=lambda name: self._rank(self._lanes[name][0]))
+            job = heapq.heappop(self._lanes[tenant])[3]
             self._forget(job)
             return job
 
+    def _rank(self, entry: _Entry) -> tuple[int, float, float, int]:
+        priority, due, sequence, job = entry
+        return priority, self._virtual_s[job.tenant], due, sequence
+
     def _forget(self, job: Job) -> None:
+        """Account for a job leaving the queue to run (or to be dropped by a worker)."""
+        self._size -= 1
+        self._virtual_s[job.tenant] += job.segment.params.estimated_audio_s
+        if not self._lanes[job.tenant]:
+            del self._lanes[job.tenant]
         self._pending_audio_s -= job.segment.params.estimated_audio_s
         self._requests[job.trace.request_id] -= 1
         if not self._requests[job.trace.request_id]:
@@ -106,13 +139,14 @@ class SegmentQueue:
             shorter, longer = sorted((job.length, head.length))
             return job.batch_key == head.batch_key and longer <= max_length_ratio * max(shorter, 1)
 
-        chosen = [entry for entry in sorted(self._heap) if fits(entry[3])][:limit]
-        if chosen:
-            kept = {id(entry) for entry in chosen}
-            self._heap = [entry for entry in self._heap if id(entry) not in kept]
-            heapq.heapify(self._heap)
-            for entry in chosen:
-                self._forget(entry[3])
+        entries = [entry for lane in self._lanes.values() for entry in lane if fits(entry[3])]
+        chosen = sorted(entries, key=self._rank)[:limit]
+        taken = {id(entry) for entry in chosen}
+        for tenant in {entry[3].tenant for entry in chosen}:
+            lane = self._lanes[tenant] = [entry for entry in self._lanes[tenant] if id(entry) not in taken]
+            heapq.heapify(lane)
+        for entry in chosen:
+            self._forget(entry[3])
         return [entry[3] for entry in chosen]
 
     def close(self) -> None:

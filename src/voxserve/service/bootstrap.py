@@ -19,11 +19,14 @@ from voxserve.frontend.phonemize import EspeakPhonemizer
 from voxserve.net.fetch import FetchOptions, UrlFetcher
 from voxserve.obs.telemetry import Telemetry, TelemetryOptions
 from voxserve.scheduler.pool import Scheduler, SchedulerOptions
+from voxserve.service.access import AccessControl
 from voxserve.service.conversion import ConversionService
+from voxserve.service.limits import KeyLimiter, LimitOptions
 from voxserve.service.speech import SpeechService
 from voxserve.service.voice_library import VoiceLibrary
 from voxserve.service.voices import VoiceRegistry
 from voxserve.settings import Settings
+from voxserve.storage.keys import KeyStore
 from voxserve.storage.voices import VoiceStore
 
 logger = logging.getLogger(__name__)
@@ -127,3 +130,15 @@ def build_conversion_service(speech: SpeechService, settings: Settings) -> Conve
         )
     )
     return ConversionService(speech.library, WorldConverter(settings.conversion_envelope_strength), fetcher, settings)
+
+
+def build_access(settings: Settings) -> AccessControl:
+    """API keys from the data directory's store and from settings."""
+    bootstrap = tuple(key.get_secret_value() for key in settings.api_keys)
+    return AccessControl(KeyStore(settings.data_dir), bootstrap)
+
+
+def build_limiter(settings: Settings) -> KeyLimiter:
+    return KeyLimiter(
+        LimitOptions(settings.key_requests_per_minute, settings.key_max_streams, settings.key_chars_per_day)
+    )

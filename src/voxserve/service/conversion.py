@@ -22,7 +22,7 @@ from voxserve.service.encoding import encode_chunks, whole_body
 from voxserve.service.voice_library import VoiceLibrary
 from voxserve.settings import Settings
 from voxserve.storage.voices import CustomVoice
-from voxserve.types import AudioChunk
+from voxserve.types import AudioChunk, Caller
 
 # The source's own voice is measured on its first stretch, so a long source starts streaming quickly.
 SOURCE_PROFILE_S = 15.0
@@ -48,6 +48,19 @@ class ConversionJob:
     response_format: str = "mp3"
     pitch_shift: float = 0.0
     formant_shift: float = 1.0
+    caller: Caller = Caller()
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceRegistration:
+    """A custom voice to make: its name, one reference recording (`upload` or `url`), and who owns it."""
+
+    name: str
+    upload: Upload | None = None
+    url: str | None = None
+    base_voice: str | None = None
+    owner: Caller = Caller()
+    shared: bool = False
 
 
 class ConversionStream:
@@ -114,17 +127,18 @@ class ConversionService:
         trace.engine = self.converter.name
         return ConversionStream(audio, plan, job.response_format, trace, self._settings)
 
-    async def register_voice(
-        self, name: str, upload: Upload | None, url: str | None, base_voice: str | None, trace: RequestTrace
-    ) -> CustomVoice:
+    async def register_voice(self, registration: VoiceRegistration, trace: RequestTrace) -> CustomVoice:
         """Fetch or take the reference recording, decode and analyse it, and persist the voice."""
-        _check_one_of(upload, url, names=("file", "url"))
+        _check_one_of(registration.upload, registration.url, names=("file", "url"))
         with trace.stage("fetch"):
-            reference = await self._upload(upload, url, "url")
+            reference = await self._upload(registration.upload, registration.url, "url")
         assert reference is not None
         max_s = self._settings.reference_max_s
         audio = await trace.in_thread("decode", decode_audio, reference.data, reference.content_type, max_seconds=max_s)
-        return await trace.in_thread("analyze", self.library.register, name, audio, base_voice)
+        return await trace.in_thread(
+            "analyze", self.library.register, registration.name, audio, registration.base_voice,
+            owner=registration.owner, shared=registration.shared,
+        )  # fmt: skip
 
     async def _upload(self, upload: Upload | None, url: str | None, param: str) -> Upload | None:
         if url is None:
@@ -152,7 +166,7 @@ class ConversionService:
 
     def _target_features(self, job: ConversionJob, target: Upload | None) -> VoiceFeatures:
         if job.voice is not None:
-            return self.library.target_features(job.voice)
+            return self.library.target_features(job.voice, job.caller)
         assert target is not None
         recording = decode_audio(
             target.data, target.content_type, param="target", max_seconds=self._settings.reference_max_s

@@ -31,7 +31,7 @@ from voxserve.service.voice_library import VoiceLibrary
 from voxserve.service.voices import VoiceRegistry
 from voxserve.settings import Settings
 from voxserve.storage.voices import CustomVoice
-from voxserve.types import AudioChunk, SynthesisParams, VoiceInfo
+from voxserve.types import AudioChunk, Caller, SynthesisParams, VoiceInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +45,7 @@ class SpeechJob:
     response_format: str = "mp3"
     instructions: str | None = None
     use_cache: bool = True
+    caller: Caller = Caller()
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,7 @@ class SpeechStream:
         self._plan = plan
         self._cached = cached
         self._custom = custom
+        self._tenant = job.caller.tenant
 
     @property
     def content_type(self) -> str:
@@ -154,7 +156,7 @@ class SpeechStream:
                     self._engine, prepared, self.trace,
                     priority=Priority.FIRST_SEGMENT if index == 0 else Priority.LATER_SEGMENT,
                     due=self.trace.started_at + self._playback_offset_s(index),
-                    deadline=self._plan.deadline,
+                    deadline=self._plan.deadline, tenant=self._tenant,
                 )
             )  # fmt: skip
         return futures
@@ -258,7 +260,7 @@ class SpeechService:
         try:
             return self.registry.resolve(job.voice, job.model), None
         except VoiceNotFoundError:
-            custom = self.library.find(job.voice) if self.library is not None else None
+            custom = self.library.find(job.voice, job.caller) if self.library is not None else None
             if custom is None:
                 raise
         base = self.registry.resolve(custom.base_voice, job.model)

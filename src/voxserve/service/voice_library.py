@@ -14,12 +14,18 @@ import numpy as np
 
 from voxserve.cache.lru import CacheStats, LruCache
 from voxserve.conversion.features import VoiceFeatures, extract_voice_features
-from voxserve.errors import ConflictError, InvalidRequestError, PayloadTooLargeError, VoiceNotFoundError
+from voxserve.errors import (
+    ConflictError,
+    InvalidRequestError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    VoiceNotFoundError,
+)
 from voxserve.frontend.segment import segment_text
 from voxserve.service.voices import VoiceRegistry
 from voxserve.settings import OPENAI_MODEL_NAMES, Settings
 from voxserve.storage.voices import CustomVoice, VoiceStore, new_voice_id
-from voxserve.types import AudioChunk, SynthesisParams, VoiceInfo
+from voxserve.types import AudioChunk, Caller, SynthesisParams, VoiceInfo
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +47,15 @@ class VoiceLibrary:
         self._settings = settings
         self._cache: LruCache[str, VoiceFeatures] = LruCache(settings.voice_cache_size)
 
-    def register(self, name: str, reference: AudioChunk, base_voice: str | None = None) -> CustomVoice:
+    def register(
+        self, name: str, reference: AudioChunk, base_voice: str | None = None, *, owner: Caller = Caller(),
+        shared: bool = False,
+    ) -> CustomVoice:  # fmt: skip
         """Analyse `reference` and persist it as voice `name`, spoken by `base_voice` (default: the configured
-        base, else the built-in voice closest in pitch). Blocking: call it from a worker thread."""
+        base, else the built-in voice closest in pitch), owned by `owner`'s key. Only an admin may make a voice
+        `shared`. Blocking: call it from a worker thread."""
+        if shared and not owner.admin:
+            raise PermissionDeniedError("only an admin key may share a voice", param="shared")
         self._check_name(name)
         self._check_reference_length(reference)
         features = extract_voice_features(reference)
@@ -56,6 +68,8 @@ class VoiceLibrary:
             reference_s=reference.duration_s,
             sample_rate=reference.sample_rate,
             sha256=hashlib.sha256(reference.samples.tobytes()).hexdigest(),
+            owner=owner.key_id,
+            shared=shared,
         )
         try:
             self.store.add(voice, features, reference.samples)
@@ -64,20 +78,27 @@ class VoiceLibrary:
         self._cache.put(_custom_key(voice), features)
         return voice
 
-    def find(self, id_or_name: str) -> CustomVoice | None:
-        return self.store.find(id_or_name)
-
-    def get(self, id_or_name: str) -> CustomVoice:
+    def find(self, id_or_name: str, caller: Caller) -> CustomVoice | None:
+        """The custom voice `caller` may use by that id or name; another key's voice is as good as absent."""
         voice = self.store.find(id_or_name)
+        return voice if voice is not None and caller.sees(voice.owner, voice.shared) else None
+
+    def get(self, id_or_name: str, caller: Caller) -> CustomVoice:
+        voice = self.find(id_or_name, caller)
         if voice is None:
             raise VoiceNotFoundError(f"no custom voice {id_or_name!r}", param="voice_id")
         return voice
 
-    def list(self) -> list[CustomVoice]:
-        return self.store.list()
+    def list(self, caller: Caller) -> list[CustomVoice]:
+        return [voice for voice in self.store.list() if caller.sees(voice.owner, voice.shared)]
 
-    def delete(self, id_or_name: str) -> CustomVoice:
-        voice = self.get(id_or_name)
+    def share(self, id_or_name: str, shared: bool, caller: Caller) -> CustomVoice:
+        if not caller.admin:
+            raise PermissionDeniedError("only an admin key may share a voice", param="shared")
+        return self.store.set_shared(self.get(id_or_name, caller), shared)
+
+    def delete(self, id_or_name: str, caller: Caller) -> CustomVoice:
+        voice = self.get(id_or_name, caller)
         if not self.store.delete(voice):
             raise VoiceNotFoundError(f"no custom voice {id_or_name!r}", param="voice_id")
         return voice
@@ -96,9 +117,9 @@ class VoiceLibrary:
         key = "sha256:" + hashlib.sha256(recording.samples.tobytes()).hexdigest()
         return self._cached(key, lambda: extract_voice_features(recording))
 
-    def target_features(self, id_or_name: str) -> VoiceFeatures:
-        """Features of a voice named in a request: custom (by id or name) or built-in."""
-        custom = self.store.find(id_or_name)
+    def target_features(self, id_or_name: str, caller: Caller) -> VoiceFeatures:
+        """Features of a voice named in a request: custom (by id or name, if `caller` sees it) or built-in."""
+        custom = self.find(id_or_name, caller)
         if custom is not None:
             return self.features(custom)
         return self.builtin_features(self._registry.resolve(id_or_name, ANY_MODEL))

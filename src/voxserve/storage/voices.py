@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import shutil
 import sqlite3
@@ -24,9 +25,17 @@ CREATE TABLE IF NOT EXISTS voices (
     created_at REAL NOT NULL,
     reference_s REAL NOT NULL,
     sample_rate INTEGER NOT NULL,
-    sha256 TEXT NOT NULL
+    sha256 TEXT NOT NULL,
+    owner TEXT,
+    shared INTEGER NOT NULL DEFAULT 0
 )
 """
+# Databases made before voices had owners gain the columns; their voices have no owner (every key sees them).
+MIGRATIONS = (
+    "ALTER TABLE voices ADD COLUMN owner TEXT",
+    "ALTER TABLE voices ADD COLUMN shared INTEGER NOT NULL DEFAULT 0",
+)
+COLUMNS = "id, name, base_voice, created_at, reference_s, sample_rate, sha256, owner, shared"
 FEATURES_FILE = "features.npz"
 REFERENCE_FILE = "reference.flac"
 STALE_PARTIAL_S = 3600.0
@@ -41,6 +50,8 @@ class CustomVoice:
     reference_s: float
     sample_rate: int
     sha256: str
+    owner: str | None = None
+    shared: bool = False
 
 
 class VoiceStore:
@@ -52,6 +63,7 @@ class VoiceStore:
         self._db = sqlite3.connect(data_dir / "voxserve.sqlite3", check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(SCHEMA)
+        self._migrate()
         self._lock = threading.Lock()
         self._remove_orphans()
 
@@ -66,9 +78,9 @@ class VoiceStore:
             staging.rename(self.directory / voice.id)
             with self._lock:
                 self._db.execute(
-                    "INSERT INTO voices VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT INTO voices ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (voice.id, voice.name, voice.base_voice, voice.created_at, voice.reference_s,
-                     voice.sample_rate, voice.sha256),
+                     voice.sample_rate, voice.sha256, voice.owner, int(voice.shared)),
                 )  # fmt: skip
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -77,17 +89,24 @@ class VoiceStore:
 
     def find(self, id_or_name: str) -> CustomVoice | None:
         with self._lock:
-            row = self._db.execute("SELECT * FROM voices WHERE id = ? OR name = ?", (id_or_name, id_or_name)).fetchone()
-        return CustomVoice(*row) if row else None
+            row = self._db.execute(
+                f"SELECT {COLUMNS} FROM voices WHERE id = ? OR name = ?", (id_or_name, id_or_name)
+            ).fetchone()
+        return _voice(row) if row else None
 
     def list(self) -> list[CustomVoice]:
         with self._lock:
-            rows = self._db.execute("SELECT * FROM voices ORDER BY created_at").fetchall()
-        return [CustomVoice(*row) for row in rows]
+            rows = self._db.execute(f"SELECT {COLUMNS} FROM voices ORDER BY created_at").fetchall()
+        return [_voice(row) for row in rows]
 
     def features(self, voice: CustomVoice) -> VoiceFeatures:
         with np.load(self.directory / voice.id / FEATURES_FILE) as arrays:
             return VoiceFeatures.from_arrays(dict(arrays))
+
+    def set_shared(self, voice: CustomVoice, shared: bool) -> CustomVoice:
+        with self._lock:
+            self._db.execute("UPDATE voices SET shared = ? WHERE id = ?", (int(shared), voice.id))
+        return dataclasses.replace(voice, shared=shared)
 
     def delete(self, voice: CustomVoice) -> bool:
         """Remove a voice; `False` if it was already gone. The row goes first, so a crash leaves only an orphan
@@ -101,6 +120,12 @@ class VoiceStore:
         with self._lock:
             self._db.close()
 
+    def _migrate(self) -> None:
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(voices)")}
+        for statement in MIGRATIONS:
+            if statement.split(" ADD COLUMN ")[1].split()[0] not in present:
+                self._db.execute(statement)
+
     def _remove_orphans(self) -> None:
         with self._lock:
             known = {row[0] for row in self._db.execute("SELECT id FROM voices")}
@@ -110,6 +135,11 @@ class VoiceStore:
             partial = path.name.startswith(".")
             if path.is_dir() and path.name not in known and (not partial or path.stat().st_mtime < stale_before):
                 shutil.rmtree(path, ignore_errors=True)
+
+
+def _voice(row: tuple[object, ...]) -> CustomVoice:
+    *fields, shared = row
+    return CustomVoice(*fields, shared=bool(shared))  # type: ignore[arg-type]
 
 
 def new_voice_id() -> str:

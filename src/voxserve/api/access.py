@@ -1,0 +1,108 @@
+"""Route dependencies for API keys: `require(scope)` authenticates and checks a scope; `metered(scope)` also
+counts the request against its key's limits and holds a stream slot until the response has been sent."""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+from collections.abc import AsyncIterator, Callable
+from typing import Literal
+
+from fastapi import Depends, Request
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from voxserve.api.state import get_state
+from voxserve.errors import NotReadyError
+from voxserve.service.access import AccessControl, Principal
+from voxserve.service.limits import KeyLimiter, Lease
+from voxserve.storage.keys import KeyLimits
+
+LEASE_KEY = "voxserve_lease"
+UNLIMITED = KeyLimits(0, 0, 0)
+
+
+def get_access(request: Request) -> AccessControl:
+    access = get_state(request).access
+    if access is None:
+        raise NotReadyError("the server is starting; retry shortly")
+    return access
+
+
+@functools.cache
+def require(scope: str) -> Callable[[Request], Principal]:
+    """A dependency: the request's principal, which must hold `scope`."""
+
+    def authorized(request: Request) -> Principal:
+        access = get_access(request)
+        principal = access.authenticate(request.headers.get("authorization"))
+        access.authorize(principal, scope)
+        return principal
+
+    return authorized
+
+
+@functools.cache
+def metered(scope: str) -> Callable[..., AsyncIterator[Lease]]:
+    """A dependency: `require(scope)`, then one request counted against the key's limits; the lease's headers
+    go out with the response (see `LimitHeadersMiddleware`) and its stream slot is held until the body is sent."""
+
+    async def leased(request: Request, principal: Principal = Depends(require(scope))) -> AsyncIterator[Lease]:
+        limiter = get_limiter(request)
+        lease = limiter.admit(principal.key_id or "", principal.limits if principal.key_id else UNLIMITED)
+        request.scope.setdefault("state", {})[LEASE_KEY] = lease
+        try:
+            yield lease
+        finally:
+            lease.release()
+
+    return leased
+
+
+def metrics_access(mode: Literal["remote", "always", "never"]) -> Callable[[Request], None]:
+    """`/metrics`: open to loopback clients (mode `remote`), or to everyone (`never`); else an admin key."""
+    admin = require("admin")
+
+    def checked(request: Request) -> None:
+        if mode == "never" or (mode == "remote" and _from_loopback(request)):
+            return
+        admin(request)
+
+    return checked
+
+
+def get_limiter(request: Request) -> KeyLimiter:
+    limiter = get_state(request).limiter
+    if limiter is None:
+        raise NotReadyError("the server is starting; retry shortly")
+    return limiter
+
+
+def _from_loopback(request: Request) -> bool:
+    host = request.client.host if request.client else ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class LimitHeadersMiddleware:
+    """Adds a metered request's `x-ratelimit-*` headers to its response, streamed or not."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_limits(message: Message) -> None:
+            lease = scope.get("state", {}).get(LEASE_KEY)
+            if message["type"] == "http.response.start" and lease is not None:
+                headers = MutableHeaders(scope=message)
+                for name, value in lease.headers.items():
+                    headers.setdefault(name, value)
+            await send(message)
+
+        await self.app(scope, receive, send_with_limits)
