@@ -69,3 +69,7 @@ class Caller:
     def sees(self, owner: str | None, shared: bool) -> bool:
         """Things made before keys existed (no owner) stay visible to every key."""
         return self.admin or shared or owner is None or owner == self.key_id
+
+    def manages(self, owner: str | None) -> bool:
+        """Changing or deleting is for the owner and admins; sharing a thing lends it, not its ownership."""
+        return self.admin or (owner is not None and owner == self.key_id)

@@ -226,3 +226,35 @@ def test_summary_line_is_logged_every_n_requests(http: httpx.Client, server: Ser
     line = next(line for line in server.log_text().splitlines() if "summary requests=" in line)
     for field in ("latency_p50=", "ttfa_p50=", "rtf_p50=", "chars_per_s_p50=", "cpu_cores=", "rss_mb=", "gpu_util="):
         assert field in line
+
+
+def test_profiler_failure_hides_paths_from_clients_and_a_later_start_is_allowed(tmp_path: Path) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where profile_dir's parent should be")
+    env = {
+        "VOXSERVE_PROFILE_DIR": str(blocker / "captures"),
+        "VOXSERVE_ESPEAK_VOICES": "false",
+        "VOXSERVE_DATA_DIR": str(tmp_path / "data"),
+    }
+    server = ServerProcess(env, tmp_path / "server.log")
+    try:
+        server.wait_ready()
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            for _ in range(2):  # failed, not stuck running: the second start is tried again, not refused
+                failed = client.post("/diagnostics/profiler/start", params={"seconds": 1})
+                assert failed.status_code == 500
+                assert str(tmp_path) not in failed.text
+                status = client.get("/diagnostics/profiler/status").json()
+                assert status["state"] == "failed"
+                assert "profile_dir" in status["error"]
+                assert str(tmp_path) not in str(status)
+            blocker.unlink()
+            assert client.post("/diagnostics/profiler/start", params={"seconds": 0.5}).status_code == 200
+            for _ in range(100):
+                if client.get("/diagnostics/profiler/status").json()["state"] == "done":
+                    break
+                time.sleep(0.1)
+            assert client.get("/diagnostics/profiler/result").status_code == 200
+        assert str(blocker / "captures") in server.log_text()
+    finally:
+        server.stop()

@@ -98,7 +98,10 @@ class VoiceLibrary:
         return self.store.set_shared(self.get(id_or_name, caller), shared)
 
     def delete(self, id_or_name: str, caller: Caller) -> CustomVoice:
+        """Remove a voice `caller` owns; a voice it only sees (shared) answers 404 like one it cannot see."""
         voice = self.get(id_or_name, caller)
+        if not caller.manages(voice.owner):
+            raise VoiceNotFoundError(f"no custom voice {id_or_name!r} of this key", param="voice_id")
         if not self.store.delete(voice):
             raise VoiceNotFoundError(f"no custom voice {id_or_name!r}", param="voice_id")
         return voice

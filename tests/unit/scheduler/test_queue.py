@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+from concurrent.futures import Future
+
+from tests.fakes import FAKE_VOICE, FakeEngine
+from voxserve.engines.base import PreparedSegment
+from voxserve.obs.trace import RequestTrace
+from voxserve.scheduler.pool import Priority
+from voxserve.scheduler.queue import Job, SegmentQueue
+from voxserve.types import SynthesisParams
+
+ENGINE = FakeEngine()
+
+
+def job(tenant: str, text: str, priority: Priority = Priority.LATER_SEGMENT) -> Job:
+    segment = PreparedSegment(SynthesisParams(text=text, voice=FAKE_VOICE))
+    return Job(ENGINE, segment, RequestTrace(f"{tenant}-{text}"), Future(), 1e18, priority, tenant)
+
+
+def drain(queue: SegmentQueue) -> list[str]:
+    order = []
+    while len(queue):
+        taken = queue.get()
+        assert taken is not None
+        order.append(taken.segment.params.text)
+    return order
+
+
+def test_a_flooding_tenant_cannot_starve_another() -> None:
+    queue = SegmentQueue()
+    for n in range(6):
+        queue.put(job("a", f"a{n}"), due=float(n))
+    queue.put(job("b", "b0"), due=100.0)
+    queue.put(job("b", "b1"), due=101.0)
+    assert drain(queue) == ["a0", "b0", "a1", "b1", "a2", "a3", "a4", "a5"]
+
+
+def test_shares_follow_the_audio_each_tenant_was_given() -> None:
+    """A tenant whose segments are twice as long gets half as many of them."""
+    queue = SegmentQueue()
+    for n in range(4):
+        queue.put(job("long", f"L{n}" + "x" * 38), due=float(n))
+        queue.put(job("short", f"S{n}" + "x" * 18), due=float(n))
+    order = [text[:2] for text in drain(queue)]
+    assert order[:6] == ["L0", "S0", "S1", "L1", "S2", "S3"]
+
+
+def test_first_segments_still_go_before_later_ones_of_any_tenant() -> None:
+    queue = SegmentQueue()
+    queue.put(job("a", "later"), due=0.0)
+    queue.put(job("b", "first", Priority.FIRST_SEGMENT), due=50.0)
+    assert drain(queue) == ["first", "later"]
+
+
+def test_an_idle_tenant_banks_no_credit() -> None:
+    queue = SegmentQueue()
+    queue.put(job("b", "b-early"), due=0.0)
+    drain(queue)
+    for n in range(4):
+        queue.put(job("a", f"a{n}"), due=float(n))
+    assert drain(queue)[:1] == ["a0"]
+    for n in range(4, 8):
+        queue.put(job("a", f"a{n}"), due=float(n))
+    for n in range(3):
+        queue.put(job("b", f"b{n}"), due=10.0 + n)
+    # b was idle while a ran four segments; it rejoins level with a, not ahead by four.
+    assert drain(queue) == ["a4", "b0", "a5", "b1", "a6", "b2", "a7"]
+
+
+def test_one_tenants_segments_keep_their_due_order() -> None:
+    queue = SegmentQueue()
+    for due in (3.0, 1.0, 2.0):
+        queue.put(job("a", f"due{due:g}"), due=due)
+    assert drain(queue) == ["due1", "due2", "due3"]
+    assert queue.tenants() == {}
