@@ -260,3 +260,10 @@ def test_a_non_loopback_bind_without_keys_refuses_to_start(tmp_path: Path) -> No
     assert done.returncode == 2
     assert "voxserve keys create" in done.stderr
     assert "--insecure-no-auth" in done.stderr
+
+
+def test_query_parameter_errors_name_the_parameter(server: ServerProcess) -> None:
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        refused = http.post("/diagnostics/profiler/start", params={"seconds": "abc"})
+    assert_openai_error(refused, 400, "invalid_value")
+    assert refused.json()["error"]["param"] == "seconds"
