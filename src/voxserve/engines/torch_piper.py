@@ -39,13 +39,15 @@ _CALIBRATION_FRAMES = 600
 class TorchOptions:
     """`device`: auto | cpu | cuda | cuda:N (auto picks CUDA when torch sees a GPU). `dtype`: auto (float16 on
     a GPU, float32 on CPU) or a name in `DTYPES`. `memory_fraction`: share of the GPU memory free after loading
-    that batches may use. `threads`: CPU intra-op threads (0 = torch's default)."""
+    that batches may use, shared by the `concurrent_calls` acoustic calls the scheduler's workers can run at once.
+    `threads`: CPU intra-op threads (0 = torch's default)."""
 
     device: str = "auto"
     dtype: str = "auto"
     memory_fraction: float = 0.8
     threads: int = 0
     max_length_ratio: float = 1.5
+    concurrent_calls: int = 1
 
 
 def resolve_device(name: str) -> torch.device:
@@ -85,9 +87,12 @@ def plan_calls(frames: Sequence[int], max_frames: int | None, max_length_ratio: 
     return calls
 
 
-def frame_budget(available_bytes: int, memory_fraction: float, bytes_per_frame: float) -> int:
-    """Frames one acoustic call may hold (padded frames summed over its items) within the memory budget."""
-    return max(1, int(available_bytes * memory_fraction / max(bytes_per_frame, 1.0)))
+def frame_budget(
+    available_bytes: int, memory_fraction: float, bytes_per_frame: float, concurrent_calls: int = 1
+) -> int:
+    """Frames one acoustic call may hold (padded frames summed over its items): the memory budget split between
+    the calls that can run at once, so together they stay within it."""
+    return max(1, int(available_bytes * memory_fraction / max(bytes_per_frame, 1.0) / max(concurrent_calls, 1)))
 
 
 class TorchPiperModel:
@@ -127,9 +132,9 @@ class TorchPiperModel:
                     outputs[index] = np.ascontiguousarray(audio[row, : frames[index] * self.vits.hop])
         return outputs
 
-    def calibrate(self, warm: PreparedSegment, memory_fraction: float) -> dict[str, float]:
+    def calibrate(self, warm: PreparedSegment, memory_fraction: float, concurrent_calls: int) -> dict[str, float]:
         """On CUDA, measure the acoustic stage's peak memory per frame and set the frame budget from the memory
-        free now (plus what torch holds cached) times `memory_fraction`."""
+        free now (plus what torch holds cached) times `memory_fraction`, split between `concurrent_calls`."""
         repeats = max(1, _CALIBRATION_FRAMES // 60)
         long = PreparedSegment(warm.params, warm.phonemes, warm.phoneme_ids * repeats)
         torch.cuda.synchronize(self.device)
@@ -139,7 +144,7 @@ class TorchPiperModel:
         bytes_per_frame = (torch.cuda.max_memory_allocated(self.device) - baseline) / frames
         free, _ = torch.cuda.mem_get_info(self.device)
         cached = torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
-        self.max_frames = frame_budget(free + cached, memory_fraction, bytes_per_frame)
+        self.max_frames = frame_budget(free + cached, memory_fraction, bytes_per_frame, concurrent_calls)
         return {"bytes_per_frame": bytes_per_frame, "max_frames_per_call": self.max_frames}
 
     def runtime_info(self) -> dict[str, object]:
@@ -212,7 +217,9 @@ class TorchPiperEngine:
             warm = self._voices.warmup_segment(model)
             self.run([warm, warm])
             if self.on_gpu:
-                self._calibration[model.name] = model.calibrate(warm, self._options.memory_fraction)
+                self._calibration[model.name] = model.calibrate(
+                    warm, self._options.memory_fraction, self._options.concurrent_calls
+                )
                 logger.info("%s on %s: %s", model.name, self.device, self._calibration[model.name])
 
     def runtime_info(self) -> dict[str, object]:

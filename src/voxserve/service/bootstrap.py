@@ -64,9 +64,10 @@ def _build_piper(settings: Settings, model_paths: list[Path], phonemizer: Espeak
             from voxserve.engines.torch_piper import TorchOptions, TorchPiperEngine, load_piper_voice
         except ImportError as exc:
             raise ConfigError(f"backend 'torch' needs PyTorch: pip install 'voxserve[torch]' ({exc})") from exc
+        # Every worker may run an acoustic call at once, so each call gets its share of the GPU memory budget.
         options = TorchOptions(
             device=settings.device, dtype=settings.dtype, memory_fraction=settings.gpu_memory_fraction,
-            threads=settings.threads_per_worker,
+            threads=settings.threads_per_worker, concurrent_calls=settings.scheduler_shape(on_gpu=True)[0],
         )  # fmt: skip
         engine = TorchPiperEngine([load_piper_voice(path) for path in model_paths], phonemizer, options)
         return engine, engine.on_gpu

