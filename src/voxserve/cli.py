@@ -73,7 +73,18 @@ def serve(
         raise typer.Exit(2)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     limit_malloc_arenas(settings.malloc_arena_max)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+    application = create_app(settings)
+    server = uvicorn.Server(
+        uvicorn.Config(application, host=settings.host, port=settings.port, log_level=settings.log_level)
+    )
+    state = application.state.voxserve
+    state.on_fatal = lambda: setattr(server, "should_exit", True)
+    server.run()
+    if not server.started:
+        raise typer.Exit(3)  # start-up failed; uvicorn has logged why
+    if state.fatal is not None:
+        console.print(f"[red]error:[/red] {state.fatal}")
+        raise typer.Exit(1)
 
 
 @app.command()

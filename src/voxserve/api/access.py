@@ -12,21 +12,13 @@ from fastapi import Depends, Request
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from voxserve.api.state import get_state
-from voxserve.errors import NotReadyError
-from voxserve.service.access import AccessControl, Principal
-from voxserve.service.limits import KeyLimiter, Lease
+from voxserve.api.state import get_access, get_limiter
+from voxserve.service.access import Principal
+from voxserve.service.limits import Lease
 from voxserve.storage.keys import KeyLimits
 
 LEASE_KEY = "voxserve_lease"
 UNLIMITED = KeyLimits(0, 0, 0)
-
-
-def get_access(request: Request) -> AccessControl:
-    access = get_state(request).access
-    if access is None:
-        raise NotReadyError("the server is starting; retry shortly")
-    return access
 
 
 @functools.cache
@@ -69,13 +61,6 @@ def metrics_access(mode: Literal["remote", "always", "never"]) -> Callable[[Requ
         admin(request)
 
     return checked
-
-
-def get_limiter(request: Request) -> KeyLimiter:
-    limiter = get_state(request).limiter
-    if limiter is None:
-        raise NotReadyError("the server is starting; retry shortly")
-    return limiter
 
 
 def _from_loopback(request: Request) -> bool:

@@ -17,15 +17,7 @@ from voxserve.api.errors import install_error_handlers
 from voxserve.api.guard import GuardMiddleware, guard_options
 from voxserve.api.middleware import TelemetryMiddleware
 from voxserve.api.state import AppState
-from voxserve.service.bootstrap import (
-    build_access,
-    build_conversion_service,
-    build_limiter,
-    build_speech_service,
-    build_telemetry,
-)
-from voxserve.service.diagnostics import Diagnostics
-from voxserve.service.profiling import Profiler
+from voxserve.service.bootstrap import Services, build_services
 from voxserve.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -33,34 +25,24 @@ UPLOAD_PATHS = frozenset({"/v1/audio/voices", "/v1/audio/conversions"})
 EXPOSED_HEADERS = ["Server-Timing", "X-Request-Id", "X-Voxserve-Voice", "X-Voxserve-Sample-Rate", "X-Voxserve-Cache"]
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The ASGI app. Voices load before it serves; it reports ready once they are warmed up."""
+def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
+    """The ASGI app around `services` (built from `settings` at start-up when not given). It serves once they
+    are built and reports ready once they are warmed up; the app closes them when it stops."""
     state = AppState()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        state.access, state.limiter = build_access(settings), build_limiter(settings)
-        telemetry = state.telemetry = build_telemetry(settings)
-        telemetry.start()
-        loop_lag = asyncio.create_task(telemetry.loop_lag.watch()) if telemetry.enabled else None
-        speech = state.speech = await asyncio.to_thread(build_speech_service, settings, telemetry)
-        conversion = state.conversion = build_conversion_service(speech, settings)
-        state.diagnostics = Diagnostics(speech, settings)
-        profiler = state.profiler = Profiler(
-            speech.registry.engines(), telemetry, settings.profile_dir, keep=settings.profile_keep
-        )
-        warmup = asyncio.create_task(_warm_up(state, settings))
+        built = state.services = services or await asyncio.to_thread(build_services, settings)
+        built.telemetry.start()
+        loop_lag = asyncio.create_task(built.telemetry.loop_lag.watch()) if built.telemetry.enabled else None
+        warmup = asyncio.create_task(_warm_up(state, built, run_engines=settings.warmup))
         try:
             yield
         finally:
             warmup.cancel()
             if loop_lag is not None:
                 loop_lag.cancel()
-            await asyncio.to_thread(profiler.close)
-            await conversion.close()
-            await asyncio.to_thread(speech.close)
-            state.access.store.close()
-            telemetry.stop()
+            await built.close()
 
     app = FastAPI(title="voxserve", version=__version__, lifespan=lifespan)
     app.state.voxserve = state
@@ -92,10 +74,19 @@ def _add_middleware(app: FastAPI, state: AppState, settings: Settings) -> None:
         )  # fmt: skip
 
 
-async def _warm_up(state: AppState, settings: Settings) -> None:
-    if settings.warmup and state.speech is not None:
-        await asyncio.to_thread(state.speech.warmup)
-    if state.speech is not None and state.speech.library is not None:
-        await asyncio.to_thread(state.speech.library.preload)
+async def _warm_up(state: AppState, services: Services, *, run_engines: bool) -> None:
+    """Ready once warm; a warm-up that fails (the default voice cannot run) is logged with its cause and marks the
+    server failed, which asks whoever serves it to stop (`voxserve serve` then exits non-zero)."""
+    try:
+        if run_engines:
+            await asyncio.to_thread(services.warmup)
+        elif services.speech.library is not None:
+            await asyncio.to_thread(services.speech.library.preload)
+    except Exception as exc:
+        logger.critical("warm-up failed, the server cannot serve: %s", exc, exc_info=exc)
+        state.fatal = f"warm-up failed: {exc}"
+        if state.on_fatal is not None:
+            state.on_fatal()
+        return
     state.ready = True
     logger.info("voxserve ready")

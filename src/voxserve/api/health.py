@@ -17,6 +17,8 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready", response_model=None)
 async def ready(state: AppState = Depends(get_state)) -> JSONResponse:
-    if not state.ready or state.speech is None:
+    if state.fatal is not None:
+        return JSONResponse({"status": "failed"}, status_code=503)
+    if not state.ready or state.services is None:
         return JSONResponse({"status": "loading"}, status_code=503, headers={"Retry-After": "1"})
-    return JSONResponse({"status": "ready", "voices": len(state.speech.registry.voices())})
+    return JSONResponse({"status": "ready", "voices": len(state.services.speech.registry.voices())})

@@ -9,7 +9,8 @@ from typing import Literal
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
-from voxserve.api.access import get_access, require
+from voxserve.api.access import require
+from voxserve.api.state import get_access
 from voxserve.errors import ConflictError, NotFoundError
 from voxserve.service.access import AccessControl
 from voxserve.storage.keys import ApiKey, KeyLimits

@@ -1,11 +1,13 @@
 """The ASGI middleware that opens every request's trace on arrival, times the writes of its body and hands the
-finished request to telemetry (with its route and status)."""
+finished request to telemetry (with its route and status; a stream that failed after it started counts as the
+error it failed with)."""
 
 from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from voxserve.api.state import TRACE_KEY, AppState, sane_request_id
+from voxserve.api.streaming import stream_error
 
 
 class TelemetryMiddleware:
@@ -14,7 +16,7 @@ class TelemetryMiddleware:
         self._state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        telemetry = self._state.telemetry
+        telemetry = self._state.services.telemetry if self._state.services else None
         if scope["type"] != "http" or telemetry is None or not telemetry.enabled:
             await self.app(scope, receive, send)
             return
@@ -36,6 +38,10 @@ class TelemetryMiddleware:
             await self.app(scope, receive, send_timed)
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
+            # A stream that failed after its 200 went out is counted under the status it failed with.
+            if (failure := stream_error(scope)) is not None:
+                status = failure.status_code
+                telemetry.metrics.truncated_responses.labels(route, failure.code or "internal_error").inc()
             telemetry.observe(route, status, trace, trace.elapsed_s())
 
 

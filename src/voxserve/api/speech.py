@@ -35,7 +35,9 @@ async def create_speech(
     lease.charge(len(body.input))
     stream = speech.open(body.to_job(principal.caller, use_cache=_cache_allowed(request)), trace)
     if body.stream_format == "sse":
-        return await streaming_response(request, _sse_events(stream), "text/event-stream", lambda: _headers(stream))
+        return await streaming_response(
+            request, _sse_events(stream), "text/event-stream", lambda: _headers(stream), error_piece=_error_event
+        )
     if not body.stream:
         content = await unless_disconnected(request, stream.body())
         return Response(content, media_type=stream.content_type, headers=_headers(stream))
@@ -61,6 +63,11 @@ async def _sse_events(stream: SpeechStream) -> AsyncIterator[bytes]:
         "audio_seconds": summary["audio_s"],
     }  # fmt: skip
     yield _event({"type": "speech.audio.done", "usage": usage, "timing": summary})
+
+
+def _error_event(error: dict[str, object]) -> bytes:
+    """A stream that fails after it started ends with this event instead of `speech.audio.done`."""
+    return _event({"type": "error", **error})
 
 
 def _event(payload: dict[str, object]) -> bytes:

@@ -1,9 +1,9 @@
-"""What the routes depend on: the speech service once it is loaded and warm, telemetry, and each request's trace."""
+"""What the routes depend on: the services once built (and warm), and each request's trace."""
 
 from __future__ import annotations
 
 import re
-from typing import TypeVar
+from collections.abc import Callable
 
 from fastapi import Request
 
@@ -11,64 +11,71 @@ from voxserve.errors import NotReadyError
 from voxserve.obs.telemetry import Telemetry
 from voxserve.obs.trace import RequestTrace
 from voxserve.service.access import AccessControl
+from voxserve.service.bootstrap import Services
 from voxserve.service.conversion import ConversionService
 from voxserve.service.diagnostics import Diagnostics
 from voxserve.service.limits import KeyLimiter
 from voxserve.service.profiling import Profiler
 from voxserve.service.speech import SpeechService
 
-T = TypeVar("T")
 TRACE_KEY = "voxserve_trace"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 class AppState:
-    """Holds the service; `ready` turns true after every engine has run once."""
+    """Holds the services once built; `ready` turns true after every engine has run once. `fatal` says why the
+    server cannot serve (a failed warm-up of the default voice); `on_fatal` is how it asks to be stopped."""
 
     def __init__(self) -> None:
-        self.telemetry: Telemetry | None = None
-        self.conversion: ConversionService | None = None
-        self.speech: SpeechService | None = None
-        self.diagnostics: Diagnostics | None = None
-        self.profiler: Profiler | None = None
-        self.access: AccessControl | None = None
-        self.limiter: KeyLimiter | None = None
+        self.services: Services | None = None
         self.ready = False
+        self.fatal: str | None = None
+        self.on_fatal: Callable[[], None] | None = None
 
 
 def get_state(request: Request) -> AppState:
     return request.app.state.voxserve
 
 
+def get_services(request: Request) -> Services:
+    """The services, or 503 while start-up has not built them."""
+    services = get_state(request).services
+    if services is None:
+        raise NotReadyError("the server is starting; retry shortly")
+    return services
+
+
 def get_speech(request: Request) -> SpeechService:
-    state = get_state(request)
-    if state.speech is None or not state.ready:
+    """The speech service once warm; 503 before."""
+    services = get_services(request)
+    if not get_state(request).ready:
         raise NotReadyError("voices are still loading; retry shortly")
-    return state.speech
+    return services.speech
 
 
 def get_conversion(request: Request) -> ConversionService:
     get_speech(request)
-    return _loaded(get_state(request).conversion)
+    return get_services(request).conversion
 
 
 def get_diagnostics(request: Request) -> Diagnostics:
-    return _loaded(get_state(request).diagnostics)
+    return get_services(request).diagnostics
 
 
 def get_profiler(request: Request) -> Profiler:
-    return _loaded(get_state(request).profiler)
+    return get_services(request).profiler
 
 
 def get_telemetry(request: Request) -> Telemetry:
-    return _loaded(get_state(request).telemetry)
+    return get_services(request).telemetry
 
 
-def _loaded(part: T | None) -> T:
-    """A part of the server that start-up has built, or 503 while it has not."""
-    if part is None:
-        raise NotReadyError("the server is starting; retry shortly")
-    return part
+def get_access(request: Request) -> AccessControl:
+    return get_services(request).access
+
+
+def get_limiter(request: Request) -> KeyLimiter:
+    return get_services(request).limiter
 
 
 def get_trace(request: Request) -> RequestTrace:

@@ -1,35 +1,76 @@
-"""Streamed response bodies that start only once their first piece exists, and work abandoned when the client
-disconnects."""
+"""Streamed response bodies that start only once their first piece exists, end cleanly when the work behind them
+fails, and abandon that work when the client disconnects."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, suppress
 from typing import TypeVar
 
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
+from starlette.types import Scope
 
-from voxserve.errors import ClientDisconnectedError
+from voxserve.api.errors import error_response
+from voxserve.api.state import get_trace
+from voxserve.errors import ClientDisconnectedError, VoxError
 
 T = TypeVar("T")
+ErrorPiece = Callable[[dict[str, object]], bytes]
+STREAM_ERROR_KEY = "voxserve_stream_error"
+logger = logging.getLogger(__name__)
 
 
 async def streaming_response(
-    request: Request, pieces: AsyncIterator[bytes], media_type: str, headers: Callable[[], dict[str, str]]
+    request: Request,
+    pieces: AsyncIterator[bytes],
+    media_type: str,
+    headers: Callable[[], dict[str, str]],
+    error_piece: ErrorPiece | None = None,
 ) -> Response:
     """Start the body only once its first piece exists, so a failure before any audio is a proper error
-    response, and `headers()` (read then) can report the time to first audio in `Server-Timing`."""
+    response, and `headers()` (read then) can report the time to first audio in `Server-Timing`.
+
+    A failure after that can no longer change the status: the body ends cleanly after what was sent, with
+    `error_piece(error)` last where the format can carry it (an SSE error event; `error` is the OpenAI error
+    object `{"error": {...}}` the client may see). The request is marked failed (`stream_error`) for telemetry.
+    HTTP trailers would be the way to flag a cut-short audio body, but uvicorn's HTTP/1.1 server cannot send them."""
     first = await unless_disconnected(request, anext(pieces, b""))
 
     async def body() -> AsyncIterator[bytes]:
         async with aclosing(pieces):
             yield first
-            async for piece in pieces:
-                yield piece
+            try:
+                async for piece in pieces:
+                    yield piece
+            except Exception as exc:
+                error = _record_failure(request, exc)
+                if error_piece is not None:
+                    yield error_piece(error)
 
     return StreamingResponse(body(), media_type=media_type, headers=headers())
+
+
+def stream_error(scope: Scope) -> VoxError | None:
+    """The error a streamed response failed with after it had started, if it did."""
+    return scope.get("state", {}).get(STREAM_ERROR_KEY)
+
+
+def _record_failure(request: Request, exc: Exception) -> dict[str, object]:
+    """Log `exc`, mark the request failed, and return the error object the client may be shown (a 500's
+    internals stay in the log, as for any error response)."""
+    request_id = get_trace(request).request_id
+    if isinstance(exc, VoxError):
+        error = exc
+        logger.warning("request %s: stream cut short after it started: %s (%s)", request_id, exc.message, exc.code)
+    else:
+        error = VoxError("internal server error")
+        logger.exception("request %s: stream cut short after it started", request_id, exc_info=exc)
+    request.scope.setdefault("state", {})[STREAM_ERROR_KEY] = error
+    return json.loads(error_response(error, request_id).body)
 
 
 async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
@@ -38,6 +79,9 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     watcher = asyncio.ensure_future(_disconnect(request))
     try:
         done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()  # whoever awaited this is gone, so is whoever wanted the work
+        raise
     finally:
         watcher.cancel()
     if task in done:

@@ -12,6 +12,7 @@ from voxserve.api.access import metered, require
 from voxserve.api.forms import read_body
 from voxserve.api.protocol import VoiceCreateRequest, VoiceUpdateRequest
 from voxserve.api.state import get_conversion, get_speech, get_trace
+from voxserve.api.streaming import unless_disconnected
 from voxserve.obs.trace import RequestTrace
 from voxserve.service.access import Principal
 from voxserve.service.conversion import ConversionService
@@ -45,7 +46,8 @@ async def create_voice(
     trace: RequestTrace = Depends(get_trace),
 ) -> dict[str, object]:
     body, uploads = await read_body(request, VoiceCreateRequest, conversion.max_upload_bytes)
-    voice = await conversion.register_voice(body.to_registration(uploads.get("file"), principal.caller), trace)
+    registration = body.to_registration(uploads.get("file"), principal.caller)
+    voice = await unless_disconnected(request, conversion.register_voice(registration, trace))
     return _custom_voice(voice, conversion)
 
 

@@ -1,7 +1,9 @@
-"""Builds the speech service from settings: the only place concrete engines are constructed."""
+"""The composition root: turns `Settings` into the running services (`Services`), the only place concrete
+engines are constructed. `create_app` takes a `Services`; tests build one around a fake engine."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,9 @@ from voxserve.obs.telemetry import Telemetry, TelemetryOptions
 from voxserve.scheduler.pool import Scheduler, SchedulerOptions
 from voxserve.service.access import AccessControl
 from voxserve.service.conversion import ConversionService
+from voxserve.service.diagnostics import Diagnostics
 from voxserve.service.limits import KeyLimiter, LimitOptions
+from voxserve.service.profiling import Profiler
 from voxserve.service.speech import SpeechService
 from voxserve.service.voice_library import VoiceLibrary
 from voxserve.service.voices import VoiceRegistry
@@ -91,13 +95,65 @@ def build_telemetry(settings: Settings) -> Telemetry:
     )
 
 
-def build_speech_service(settings: Settings, telemetry: Telemetry | None = None) -> SpeechService:
+@dataclass(frozen=True, slots=True)
+class Services:
+    """Everything a server runs. `warmup` (blocking) readies the engines and preloads voices; `close` stops it all."""
+
+    telemetry: Telemetry
+    speech: SpeechService
+    conversion: ConversionService
+    diagnostics: Diagnostics
+    profiler: Profiler
+    access: AccessControl
+    limiter: KeyLimiter
+
+    def warmup(self) -> None:
+        """Run every engine once. The default voice's engine failing raises (the server cannot serve); another
+        engine failing is logged and the server goes on without the warm-up."""
+        registry = self.speech.registry
+        default_engine = registry.engine(registry.default_voice)
+        for engine in registry.engines():
+            try:
+                engine.warmup()
+            except Exception:
+                if engine is default_engine:
+                    raise
+                logger.exception("warm-up of engine %s failed; it stays loaded and may fail requests", engine.name)
+        if self.speech.library is not None:
+            self.speech.library.preload()
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.profiler.close)
+        await self.conversion.close()
+        await asyncio.to_thread(self.speech.close)
+        self.access.store.close()
+        self.telemetry.stop()
+
+
+def build_services(settings: Settings, engines: Engines | None = None) -> Services:
+    """Every service, from settings; `engines` replaces the configured ones (tests pass a fake)."""
+    telemetry = build_telemetry(settings)
+    speech = build_speech_service(settings, telemetry, engines)
+    return Services(
+        telemetry=telemetry,
+        speech=speech,
+        conversion=build_conversion_service(speech, settings),
+        diagnostics=Diagnostics(speech, settings),
+        profiler=Profiler(speech.registry.engines(), telemetry, settings.profile_dir, keep=settings.profile_keep),
+        access=build_access(settings),
+        limiter=build_limiter(settings),
+    )
+
+
+def build_speech_service(
+    settings: Settings, telemetry: Telemetry | None = None, engines: Engines | None = None
+) -> SpeechService:
     """Load every voice (no warm-up yet), start the worker pool, open the caches and export their counts.
     The telemetry is started by whoever serves (the API); `say` and other one-shot users leave it idle."""
     telemetry = telemetry or build_telemetry(settings)
     metrics = telemetry.metrics
     phonemizer = EspeakPhonemizer(settings.phoneme_cache_size)
-    built = build_engines(settings, phonemizer)
+    built = engines or build_engines(settings, phonemizer)
     registry = VoiceRegistry(built.engines, settings.resolved_aliases(), settings.default_voice)
     workers, max_batch_size = settings.scheduler_shape(on_gpu=built.on_gpu)
     scheduler = Scheduler(

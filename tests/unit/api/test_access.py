@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -34,8 +35,10 @@ def metrics_app(tmp_path: Path, mode: str, *, with_keys: bool) -> tuple[FastAPI,
     if with_keys:
         keys = {scope: store.create(scope, (scope,))[1] for scope in ("admin", "speech")}
     state = AppState()
-    state.access = AccessControl(store)
-    state.telemetry = Telemetry(TelemetryOptions(enabled=False))
+    # Only what /metrics reaches for: the access rules and the telemetry it renders.
+    state.services = SimpleNamespace(  # type: ignore[assignment]
+        access=AccessControl(store), telemetry=Telemetry(TelemetryOptions(enabled=False))
+    )
     app = FastAPI()
     app.state.voxserve = state
     app.include_router(metrics.router_for(mode))  # type: ignore[arg-type]
