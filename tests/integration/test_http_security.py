@@ -101,6 +101,8 @@ def test_a_wrong_or_missing_key_gets_401(keyed_server: ServerProcess, keys: dict
     assert refused.value.code == "invalid_api_key"
     with client(keyed_server) as anonymous:
         assert_openai_error(anonymous.get("/v1/audio/voices"), 401, "invalid_api_key")
+        malformed = anonymous.post("/v1/audio/speech", content=b"{", headers={"Content-Type": "application/json"})
+        assert_openai_error(malformed, 401, "invalid_api_key")  # the key is checked before the body is read
         assert anonymous.get("/health").status_code == 200
         assert anonymous.get("/ready").status_code == 200
         assert anonymous.get("/metrics").status_code == 200  # open to loopback clients

@@ -1,5 +1,7 @@
-"""Route dependencies for API keys: `require(scope)` authenticates and checks a scope; `metered(scope)` also
-counts the request against its key's limits and holds a stream slot until the response has been sent."""
+"""API keys at the edge. `AuthenticationMiddleware` checks the key of every request but the open paths before
+anything reads its body (401 comes before any 400); the route dependencies then check scopes: `require(scope)`,
+and `metered(scope)`, which also counts the request against its key's limits and holds a stream slot until the
+response has been sent."""
 
 from __future__ import annotations
 
@@ -12,13 +14,18 @@ from fastapi import Depends, Request
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from voxserve.api.state import get_access, get_limiter
+from voxserve.api.errors import error_response
+from voxserve.api.state import AppState, get_access, get_limiter, request_id_of
+from voxserve.errors import VoxError
 from voxserve.service.access import Principal
 from voxserve.service.limits import Lease
 from voxserve.storage.keys import KeyLimits
 
 LEASE_KEY = "voxserve_lease"
+PRINCIPAL_KEY = "voxserve_principal"
 UNLIMITED = KeyLimits(0, 0, 0)
+# Probes, the schema, and /metrics (which has its own rule, `metrics_access`) answer without a key.
+OPEN_PATHS = frozenset({"/health", "/ready", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
 
 
 @functools.cache
@@ -27,7 +34,9 @@ def require(scope: str) -> Callable[[Request], Principal]:
 
     def authorized(request: Request) -> Principal:
         access = get_access(request)
-        principal = access.authenticate(request.headers.get("authorization"))
+        principal = request.scope.get("state", {}).get(PRINCIPAL_KEY)
+        if principal is None:
+            principal = access.authenticate(request.headers.get("authorization"))
         access.authorize(principal, scope)
         return principal
 
@@ -91,3 +100,28 @@ class LimitHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_limits)
+
+
+class AuthenticationMiddleware:
+    """Authenticates before routing and body parsing; the principal travels in the request's state."""
+
+    def __init__(self, app: ASGIApp, state: AppState) -> None:
+        self.app = app
+        self._state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        services = self._state.services
+        if scope["type"] == "http" and services is not None and _needs_key(scope):
+            authorization = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
+            try:
+                principal = services.access.authenticate(authorization)
+            except VoxError as error:
+                await error_response(error, request_id_of(scope))(scope, receive, send)
+                return
+            scope.setdefault("state", {})[PRINCIPAL_KEY] = principal
+        await self.app(scope, receive, send)
+
+
+def _needs_key(scope: Scope) -> bool:
+    """CORS preflights carry no credentials by design."""
+    return scope["method"] != "OPTIONS" and scope["path"] not in OPEN_PATHS

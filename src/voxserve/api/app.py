@@ -12,7 +12,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from voxserve import __version__
 from voxserve.api import catalog, conversions, diagnostics, health, keys, metrics, speech, voices
-from voxserve.api.access import LimitHeadersMiddleware
+from voxserve.api.access import AuthenticationMiddleware, LimitHeadersMiddleware
 from voxserve.api.errors import install_error_handlers
 from voxserve.api.guard import GuardMiddleware, guard_options
 from voxserve.api.middleware import TelemetryMiddleware
@@ -58,12 +58,14 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
 
 
 def _add_middleware(app: FastAPI, state: AppState, settings: Settings) -> None:
-    """Outermost last: CORS answers preflights, telemetry sees every request, the guard runs before any route."""
+    """Outermost last: CORS answers preflights, telemetry sees every request, the guard (host, origin, body size)
+    runs before the key is checked, and the key before any route."""
     guard = guard_options(
         settings.host, settings.allowed_hosts, settings.cors_origins, settings.max_json_body_bytes,
         settings.max_upload_bytes, UPLOAD_PATHS,
     )  # fmt: skip
     app.add_middleware(LimitHeadersMiddleware)
+    app.add_middleware(AuthenticationMiddleware, state=state)
     app.add_middleware(GuardMiddleware, options=guard)
     app.add_middleware(TelemetryMiddleware, state=state)
     if settings.cors_origins:

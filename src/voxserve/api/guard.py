@@ -16,9 +16,8 @@ from urllib.parse import urlsplit
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from voxserve.api.errors import error_response
-from voxserve.api.state import TRACE_KEY, sane_request_id
+from voxserve.api.state import request_id_of
 from voxserve.errors import MisdirectedRequestError, PayloadTooLargeError, PermissionDeniedError, VoxError
-from voxserve.obs.trace import RequestTrace
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 WILDCARD_BINDS = frozenset({"", "0.0.0.0", "::", "*"})
@@ -69,13 +68,11 @@ class GuardMiddleware:
             self._check_origin(scope["method"], headers.get("origin"), headers.get("host"))
             _check_declared_length(headers.get("content-length"), limit)
         except VoxError as error:
-            await error_response(error, _request_id(scope, headers))(scope, receive, send)
+            await error_response(error, request_id_of(scope))(scope, receive, send)
             return
-        await self._serve_bounded(scope, receive, send, limit, headers)
+        await self._serve_bounded(scope, receive, send, limit)
 
-    async def _serve_bounded(
-        self, scope: Scope, receive: Receive, send: Send, limit: int, headers: dict[str, str]
-    ) -> None:
+    async def _serve_bounded(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         """Run the app on a body cut off at `limit`. Past it, whatever the app answers (it may have failed to
         parse a truncated body) is replaced by one 413, unless the response had already begun."""
         received = 0
@@ -105,7 +102,7 @@ class GuardMiddleware:
             if not over_limit:
                 raise
         if over_limit and not started:
-            await error_response(_too_large(limit), _request_id(scope, headers))(scope, receive, send)
+            await error_response(_too_large(limit), request_id_of(scope))(scope, receive, send)
 
     def _body_limit(self, scope: Scope) -> int:
         if scope["path"] in self._options.upload_paths:
@@ -169,10 +166,3 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-def _request_id(scope: Scope, headers: dict[str, str]) -> str:
-    trace = scope.get("state", {}).get(TRACE_KEY)
-    if trace is not None:
-        return trace.request_id
-    return RequestTrace(sane_request_id(headers.get("x-request-id")), enabled=False).request_id

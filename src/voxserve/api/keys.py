@@ -13,7 +13,7 @@ from voxserve.api.access import require
 from voxserve.api.state import get_access
 from voxserve.errors import ConflictError, NotFoundError
 from voxserve.service.access import AccessControl
-from voxserve.storage.keys import ApiKey, KeyLimits
+from voxserve.storage.keys import MAX_LIMIT, ApiKey, KeyLimits
 
 router = APIRouter(prefix="/v1/keys", dependencies=[Depends(require("admin"))])
 Scope = Literal["speech", "voices", "admin"]
@@ -24,9 +24,9 @@ class KeyCreateRequest(BaseModel):
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     scopes: list[Scope] = Field(min_length=1, max_length=3)
-    requests_per_minute: int | None = Field(None, ge=0)
-    max_streams: int | None = Field(None, ge=0)
-    chars_per_day: int | None = Field(None, ge=0)
+    requests_per_minute: int | None = Field(None, ge=0, le=MAX_LIMIT)
+    max_streams: int | None = Field(None, ge=0, le=MAX_LIMIT)
+    chars_per_day: int | None = Field(None, ge=0, le=MAX_LIMIT)
 
 
 @router.post("")

@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable
 
 from fastapi import Request
+from starlette.types import Scope
 
 from voxserve.errors import NotReadyError
 from voxserve.obs.telemetry import Telemetry
@@ -84,6 +85,16 @@ def get_trace(request: Request) -> RequestTrace:
     if trace is None:
         trace = RequestTrace(sane_request_id(request.headers.get("x-request-id")), enabled=False)
     return trace
+
+
+def request_id_of(scope: Scope) -> str:
+    """The id of a request that middleware answers itself: its trace's, else the client's sane `X-Request-Id`,
+    else a new one."""
+    trace = scope.get("state", {}).get(TRACE_KEY)
+    if trace is not None:
+        return trace.request_id
+    given = next((value.decode("latin-1") for name, value in scope.get("headers", ()) if name == b"x-request-id"), None)
+    return RequestTrace(sane_request_id(given), enabled=False).request_id
 
 
 def sane_request_id(value: str | None) -> str | None:

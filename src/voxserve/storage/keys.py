@@ -29,6 +29,8 @@ CREATE TABLE IF NOT EXISTS api_keys (
 """
 KEY_PREFIX = "vx"
 SCOPES = ("speech", "voices", "admin")
+# Limits are stored as SQLite integers; no key needs more than this, and anything larger would not fit.
+MAX_LIMIT = 10**12
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,9 @@ class KeyStore:
         unknown = set(scopes) - set(SCOPES)
         if not scopes or unknown:
             raise ValueError(f"scopes must be some of {', '.join(SCOPES)}; got {', '.join(scopes) or 'none'}")
+        given = [limit for limit in (limits.requests_per_minute, limits.max_streams, limits.chars_per_day) if limit]
+        if any(limit < 0 or limit > MAX_LIMIT for limit in given):
+            raise ValueError(f"limits must be between 0 and {MAX_LIMIT}")
         key = ApiKey(secrets.token_hex(6), name, tuple(dict.fromkeys(scopes)), time.time(), limits)
         secret = f"{KEY_PREFIX}-{key.id}-{secrets.token_urlsafe(32)}"
         with self._lock:

@@ -56,3 +56,9 @@ def test_unknown_scopes_and_taken_names_are_refused(store: KeyStore) -> None:
     store.create("bob", ("speech",))
     with pytest.raises(sqlite3.IntegrityError):
         store.create("bob", ("speech",))
+
+
+def test_limits_beyond_what_sqlite_holds_are_refused(store: KeyStore) -> None:
+    with pytest.raises(ValueError, match="limits"):
+        store.create("huge", ("speech",), KeyLimits(requests_per_minute=2**70))
+    assert store.find("huge") is None
