@@ -123,6 +123,11 @@ class Settings(BaseSettings):
     conversion_overlap_s: float = Field(0.2, ge=0.01, le=1.0)
     conversion_envelope_strength: float = Field(1.0, ge=0.0, le=1.0, description="How far timbre moves (0-1).")
 
+    fault_injection: str = Field(
+        "", description="Test only: share of engine calls that fail, e.g. 'raise=0.05,hang=0.01,garbage=0.02'."
+    )
+    fault_hang_s: float = Field(30.0, gt=0, description="How long an injected hang lasts.")
+
     first_segment_max_chars: int = Field(24, ge=8)
     max_segment_chars: int = Field(150, ge=16)
     crossfade_ms: float = Field(8.0, ge=0.0, le=100.0)

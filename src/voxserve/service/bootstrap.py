@@ -14,6 +14,7 @@ from voxserve.cache.audio import AudioCache
 from voxserve.conversion.world_converter import WorldConverter
 from voxserve.engines.base import Engine
 from voxserve.engines.espeak import EspeakEngine
+from voxserve.engines.faulty import FaultPlan, FaultyEngine
 from voxserve.engines.piper import PiperEngine, SessionOptions
 from voxserve.engines.piper_voice import find_piper_models
 from voxserve.errors import ConfigError
@@ -54,6 +55,10 @@ def build_engines(settings: Settings, phonemizer: EspeakPhonemizer) -> Engines:
     engines: list[Engine] = [piper]
     if settings.espeak_voices:
         engines.append(EspeakEngine())
+    if settings.fault_injection:
+        plan = FaultPlan.parse(settings.fault_injection, hang_s=settings.fault_hang_s)
+        logger.warning("fault injection is on (%s): engine calls will fail on purpose", settings.fault_injection)
+        engines = [FaultyEngine(engine, plan) for engine in engines]
     workers, batch = settings.scheduler_shape(on_gpu=on_gpu)
     logger.info(
         "loaded %d Piper model(s) on %s; %d worker(s), batches of up to %d",
