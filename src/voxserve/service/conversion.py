@@ -1,10 +1,17 @@
-"""`ConversionService`: a source recording, converted toward a target voice, streamed out as it converts."""
+"""`ConversionService`: a source recording, converted toward a target voice, streamed out as it converts.
+
+Conversions and voice registrations are admitted like speech: each takes one of the pool's slots (429 with
+Retry-After when none is free), runs its analysis and conversion on the pool's own threads (never on the default
+executor speech uses), and stops at the request's deadline (504) or when its client leaves."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import soxr
@@ -12,10 +19,12 @@ import soxr
 from voxserve.audio.decode import decode_audio
 from voxserve.audio.encode import CONTENT_TYPES
 from voxserve.conversion.base import ConversionOptions, ConversionPlan, Converter
+from voxserve.conversion.cancellation import Cancellation
 from voxserve.conversion.features import VoiceFeatures, extract_voice_features
+from voxserve.conversion.pool import ConversionPool, Slot
 from voxserve.conversion.windows import WindowedConversion
 from voxserve.conversion.world import analysis_rate
-from voxserve.errors import InvalidRequestError
+from voxserve.errors import DeadlineExceededError, InvalidRequestError
 from voxserve.net.fetch import UrlFetcher
 from voxserve.obs.trace import RequestTrace
 from voxserve.service.encoding import encode_chunks, whole_body
@@ -24,6 +33,7 @@ from voxserve.settings import Settings
 from voxserve.storage.voices import CustomVoice
 from voxserve.types import AudioChunk, Caller
 
+T = TypeVar("T")
 # The source's own voice is measured on its first stretch, so a long source starts streaming quickly.
 SOURCE_PROFILE_S = 15.0
 MIN_SOURCE_S = 0.5
@@ -63,35 +73,81 @@ class VoiceRegistration:
     shared: bool = False
 
 
+class _AdmittedWork:
+    """One admitted conversion or registration: its slot in the pool, when it must stop, and its trace. Its
+    steps run through `run` (on the pool's threads) and `within` (awaited I/O), both bounded by the deadline."""
+
+    def __init__(self, pool: ConversionPool, slot: Slot, cancellation: Cancellation, trace: RequestTrace) -> None:
+        self.cancellation = cancellation
+        self.trace = trace
+        self._pool = pool
+        self._slot = slot
+
+    async def run(self, stage: str, work: Callable[..., T], /, *args: object, **kwargs: object) -> T:
+        """`work(*args, **kwargs)` on the pool, timed as `stage`."""
+        with self.trace.stage(stage):
+            return await self._pool.run(self.cancellation, work, *args, **kwargs)
+
+    async def within(self, pending: Awaitable[T]) -> T:
+        """`pending` awaited until the deadline (then `DeadlineExceededError`, and `pending` is cancelled)."""
+        try:
+            return await asyncio.wait_for(pending, timeout=max(self.cancellation.remaining_s(), 0.0))
+        except TimeoutError:
+            if self.cancellation.remaining_s() > 0:
+                raise  # the awaited work's own timeout, not the request's
+            self.cancellation.cancel(DeadlineExceededError, "the request passed its deadline")
+            raise DeadlineExceededError("the request passed its deadline") from None
+        except asyncio.CancelledError:
+            self.cancellation.cancel()
+            raise
+
+    def finish(self) -> None:
+        """Give the slot back (once; later calls do nothing)."""
+        self._slot.release()
+
+
 class ConversionStream:
-    """One conversion's audio, converted window by window as the body is read."""
+    """One conversion's audio, converted window by window as the body is read. The conversion holds its slot in
+    the pool until the audio ends or the reader leaves; each window is a step its deadline can stop."""
 
     def __init__(
-        self, source: AudioChunk, plan: ConversionPlan, response_format: str, trace: RequestTrace, settings: Settings
+        self, source: AudioChunk, plan: ConversionPlan, response_format: str, work: _AdmittedWork, settings: Settings
     ) -> None:
-        self.trace = trace
+        self.trace = work.trace
         self.response_format = response_format
         self.sample_rate = source.sample_rate
         self._source = source
         self._plan = plan
+        self._work = work
         self._settings = settings
+        # A stream dropped unread (its request failed before the body started) still gives its slot back.
+        weakref.finalize(self, work.finish)
 
     @property
     def content_type(self) -> str:
         return CONTENT_TYPES[self.response_format]
 
     async def audio(self) -> AsyncIterator[AudioChunk]:
-        windows = WindowedConversion(self._plan, self.sample_rate, overlap_s=self._settings.conversion_overlap_s)
-        step = round(self._settings.conversion_window_s * self.sample_rate)
-        samples = self._source.samples
-        for start in range(0, len(samples), step):
-            converted = await self.trace.in_thread("convert", windows.push, samples[start : start + step])
-            if len(converted):
-                yield self._chunk(converted)
-        yield self._chunk(await self.trace.in_thread("convert", windows.flush))
+        """The converted audio, chunk by chunk. Lazy: each window is converted as the previous chunk is taken."""
+        try:
+            windows = WindowedConversion(self._plan, self.sample_rate, overlap_s=self._settings.conversion_overlap_s)
+            step = round(self._settings.conversion_window_s * self.sample_rate)
+            samples = self._source.samples
+            for start in range(0, len(samples), step):
+                converted = await self._work.run("convert", windows.push, samples[start : start + step])
+                if len(converted):
+                    yield self._chunk(converted)
+            yield self._chunk(await self._work.run("convert", windows.flush))
+        finally:
+            self._work.finish()
 
-    def encoded(self) -> AsyncIterator[bytes]:
-        return encode_chunks(self.audio(), self.response_format, self.sample_rate, self.trace)
+    async def encoded(self) -> AsyncIterator[bytes]:
+        """The response body, piece by piece. Lazy, like `audio()`; leaving early stops the conversion."""
+        chunks = self.audio()
+        body = encode_chunks(chunks, self.response_format, self.sample_rate, self.trace)
+        async with aclosing(chunks), aclosing(body):
+            async for piece in body:
+                yield piece
 
     async def body(self) -> bytes:
         return await whole_body(self.response_format, self.encoded())
@@ -102,43 +158,71 @@ class ConversionStream:
 
 
 class ConversionService:
-    def __init__(self, library: VoiceLibrary, converter: Converter, fetcher: UrlFetcher, settings: Settings) -> None:
+    """Conversions and voice registrations. Both are admitted into `pool` (by default one thread and two in
+    progress at once) and bounded by `request_timeout_s` from when the request arrived."""
+
+    def __init__(
+        self, library: VoiceLibrary, converter: Converter, fetcher: UrlFetcher, settings: Settings, *,
+        pool: ConversionPool | None = None,
+    ) -> None:  # fmt: skip
         self.library = library
         self.converter = converter
         self.fetcher = fetcher
+        self.pool = pool or ConversionPool()
         self.max_upload_bytes = settings.max_upload_bytes
         self._settings = settings
 
     async def open(self, job: ConversionJob, trace: RequestTrace) -> ConversionStream:
         """Fetch (in parallel), decode and analyse what the job names; the conversion itself runs as the
-        stream is read. Raises a `VoxError` for any input a client got wrong."""
+        stream is read. Raises a `VoxError` for any input a client got wrong, `QueueFullError` when the server
+        runs as many conversions as it may, `DeadlineExceededError` past the request's deadline."""
         _check_one_of(job.source, job.source_url, names=("file", "source_url"))
         _check_one_of(job.voice, job.target, job.target_url, names=("voice", "target", "target_url"))
         trace.response_format = job.response_format
-        with trace.stage("fetch"):
-            source, target = await asyncio.gather(
-                self._upload(job.source, job.source_url, "source_url"),
-                self._upload(job.target, job.target_url, "target_url"),
-            )
-        assert source is not None
-        audio = await trace.in_thread("decode", self._decode_source, source)
-        plan = await trace.in_thread("analyze", self._plan, audio, job, target)
+        work = self._admit(trace)
+        try:
+            with trace.stage("fetch"):
+                source, target = await work.within(
+                    asyncio.gather(
+                        self._upload(job.source, job.source_url, "source_url"),
+                        self._upload(job.target, job.target_url, "target_url"),
+                    )
+                )
+            assert source is not None
+            audio = await work.run("decode", self._decode_source, source)
+            plan = await work.run("analyze", self._plan, audio, job, target, work.cancellation)
+        except BaseException:
+            work.finish()
+            raise
         trace.voice = job.voice or "recording"
         trace.engine = self.converter.name
-        return ConversionStream(audio, plan, job.response_format, trace, self._settings)
+        return ConversionStream(audio, plan, job.response_format, work, self._settings)
 
     async def register_voice(self, registration: VoiceRegistration, trace: RequestTrace) -> CustomVoice:
-        """Fetch or take the reference recording, decode and analyse it, and persist the voice."""
+        """Fetch or take the reference recording, decode and analyse it, and persist the voice. Admitted and
+        bounded like a conversion: past the deadline nothing is stored (504), and a voice stored just before it
+        is returned, never reported as failed."""
         _check_one_of(registration.upload, registration.url, names=("file", "url"))
-        with trace.stage("fetch"):
-            reference = await self._upload(registration.upload, registration.url, "url")
-        assert reference is not None
-        max_s = self._settings.reference_max_s
-        audio = await trace.in_thread("decode", decode_audio, reference.data, reference.content_type, max_seconds=max_s)
-        return await trace.in_thread(
-            "analyze", self.library.register, registration.name, audio, registration.base_voice,
-            owner=registration.owner, shared=registration.shared,
-        )  # fmt: skip
+        work = self._admit(trace)
+        try:
+            with trace.stage("fetch"):
+                reference = await work.within(self._upload(registration.upload, registration.url, "url"))
+            assert reference is not None
+            audio = await work.run(
+                "decode", decode_audio, reference.data, reference.content_type,
+                max_seconds=self._settings.reference_max_s,
+            )  # fmt: skip
+            return await work.run(
+                "analyze", self.library.register, registration.name, audio, registration.base_voice,
+                owner=registration.owner, shared=registration.shared, cancellation=work.cancellation,
+            )  # fmt: skip
+        finally:
+            work.finish()
+
+    def _admit(self, trace: RequestTrace) -> _AdmittedWork:
+        slot = self.pool.admit()
+        cancellation = Cancellation(trace.started_at + self._settings.request_timeout_s)
+        return _AdmittedWork(self.pool, slot, cancellation, trace)
 
     async def _upload(self, upload: Upload | None, url: str | None, param: str) -> Upload | None:
         if url is None:
@@ -158,15 +242,18 @@ class ConversionService:
             return audio
         return AudioChunk(soxr.resample(audio.samples, audio.sample_rate, rate).astype(np.float32), rate)
 
-    def _plan(self, source: AudioChunk, job: ConversionJob, target: Upload | None) -> ConversionPlan:
+    def _plan(
+        self, source: AudioChunk, job: ConversionJob, target: Upload | None, cancellation: Cancellation
+    ) -> ConversionPlan:
         profile = AudioChunk(source.samples[: round(SOURCE_PROFILE_S * source.sample_rate)], source.sample_rate)
         source_features = extract_voice_features(profile)
+        cancellation.check()
         options = ConversionOptions(pitch_shift=job.pitch_shift, formant_shift=job.formant_shift)
-        return self.converter.plan(source_features, self._target_features(job, target), options)
+        return self.converter.plan(source_features, self._target_features(job, target, cancellation), options)
 
-    def _target_features(self, job: ConversionJob, target: Upload | None) -> VoiceFeatures:
+    def _target_features(self, job: ConversionJob, target: Upload | None, cancellation: Cancellation) -> VoiceFeatures:
         if job.voice is not None:
-            return self.library.target_features(job.voice, job.caller)
+            return self.library.target_features(job.voice, job.caller, cancellation)
         assert target is not None
         recording = decode_audio(
             target.data, target.content_type, param="target", max_seconds=self._settings.reference_max_s
@@ -174,6 +261,7 @@ class ConversionService:
         return self.library.recording_features(recording)
 
     async def close(self) -> None:
+        self.pool.close()
         await self.fetcher.aclose()
 
 

@@ -1,5 +1,9 @@
 """`VoiceLibrary`: custom voices (registered from a reference recording) and the features of every voice a
-conversion may start from or aim at, behind one LRU cache with hit/miss/eviction counts."""
+conversion may start from or aim at, behind one LRU cache with hit/miss/eviction counts.
+
+A built-in voice is profiled by having it speak `PROFILE_TEXT` through the shared scheduler, like any request's
+segments (later-segment priority, due at the request's deadline), never by calling its engine directly; one
+profile per voice runs at a time, and callers that ask meanwhile wait for it."""
 
 from __future__ import annotations
 
@@ -7,21 +11,28 @@ import hashlib
 import logging
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 
 import numpy as np
 
 from voxserve.cache.lru import CacheStats, LruCache
+from voxserve.conversion.cancellation import Cancellation
 from voxserve.conversion.features import VoiceFeatures, extract_voice_features
 from voxserve.errors import (
+    ClientDisconnectedError,
     ConflictError,
+    DeadlineExceededError,
     InvalidRequestError,
     PayloadTooLargeError,
     PermissionDeniedError,
     VoiceNotFoundError,
 )
 from voxserve.frontend.segment import segment_text
+from voxserve.obs.trace import RequestTrace
+from voxserve.scheduler.pool import Priority, Scheduler
 from voxserve.service.voices import VoiceRegistry
 from voxserve.settings import OPENAI_MODEL_NAMES, Settings
 from voxserve.storage.voices import CustomVoice, VoiceStore, new_voice_id
@@ -41,25 +52,33 @@ _VOICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}")
 
 
 class VoiceLibrary:
-    def __init__(self, store: VoiceStore, registry: VoiceRegistry, settings: Settings) -> None:
+    """`scheduler` is the one speech uses, so profiling built-in voices takes its turn with speech segments."""
+
+    def __init__(self, store: VoiceStore, registry: VoiceRegistry, settings: Settings, scheduler: Scheduler) -> None:
         self.store = store
         self._registry = registry
         self._settings = settings
         self._cache: LruCache[str, VoiceFeatures] = LruCache(settings.voice_cache_size)
+        self._scheduler = scheduler
+        self._profiles: dict[str, Future[VoiceFeatures]] = {}
+        self._profiles_lock = threading.Lock()
 
     def register(
         self, name: str, reference: AudioChunk, base_voice: str | None = None, *, owner: Caller = Caller(),
-        shared: bool = False,
+        shared: bool = False, cancellation: Cancellation | None = None,
     ) -> CustomVoice:  # fmt: skip
         """Analyse `reference` and persist it as voice `name`, spoken by `base_voice` (default: the configured
         base, else the built-in voice closest in pitch), owned by `owner`'s key. Only an admin may make a voice
-        `shared`. Blocking: call it from a worker thread."""
+        `shared`. Blocking: call it from a worker thread. It stops between steps once `cancellation` (default:
+        `request_timeout_s` from now) is cancelled or past its deadline, and commits it just before storing."""
+        cancellation = cancellation or self._new_cancellation()
         if shared and not owner.admin:
             raise PermissionDeniedError("only an admin key may share a voice", param="shared")
         self._check_name(name)
         self._check_reference_length(reference)
         features = extract_voice_features(reference)
-        base = self._base_voice(base_voice, features)
+        cancellation.check()
+        base = self._base_voice(base_voice, features, cancellation, owner.tenant)
         voice = CustomVoice(
             id=new_voice_id(),
             name=name,
@@ -71,6 +90,7 @@ class VoiceLibrary:
             owner=owner.key_id,
             shared=shared,
         )
+        cancellation.commit()
         try:
             self.store.add(voice, features, reference.samples)
         except sqlite3.IntegrityError as exc:
@@ -110,9 +130,29 @@ class VoiceLibrary:
         """A custom voice's features: from the cache, else read from disk (no re-analysis)."""
         return self._cached(_custom_key(voice), lambda: self.store.features(voice))
 
-    def builtin_features(self, voice: VoiceInfo) -> VoiceFeatures:
-        """A built-in voice's features, measured once on `PROFILE_TEXT` spoken by the voice itself."""
-        return self._cached(f"builtin:{voice.id}", lambda: extract_voice_features(self._speak_profile(voice)))
+    def builtin_features(
+        self, voice: VoiceInfo, cancellation: Cancellation | None = None, *, tenant: str = ""
+    ) -> VoiceFeatures:
+        """A built-in voice's features, measured once on `PROFILE_TEXT` spoken by the voice itself through the
+        scheduler (as `tenant`'s work). Blocking; stops when `cancellation` (default: `request_timeout_s` from
+        now) does. If another caller is profiling the voice, this waits for its result."""
+        cancellation = cancellation or self._new_cancellation()
+        key = f"builtin:{voice.id}"
+        while (features := self._cache.get(key)) is None:
+            with self._profiles_lock:
+                profile = self._profiles.get(key)
+                leading = profile is None
+                if profile is None:
+                    profile = self._profiles[key] = Future()
+            if leading:
+                return self._profile(key, profile, voice, cancellation, tenant)
+            try:
+                return cancellation.wait(profile)
+            except (DeadlineExceededError, ClientDisconnectedError):
+                if cancellation.cancelled:
+                    raise
+                # The caller that led the profile gave up (its own deadline or client); lead another one.
+        return features
 
     def recording_features(self, recording: AudioChunk) -> VoiceFeatures:
         """Features of an uploaded target recording, cached by its content."""
@@ -120,12 +160,14 @@ class VoiceLibrary:
         key = "sha256:" + hashlib.sha256(recording.samples.tobytes()).hexdigest()
         return self._cached(key, lambda: extract_voice_features(recording))
 
-    def target_features(self, id_or_name: str, caller: Caller) -> VoiceFeatures:
+    def target_features(
+        self, id_or_name: str, caller: Caller, cancellation: Cancellation | None = None
+    ) -> VoiceFeatures:
         """Features of a voice named in a request: custom (by id or name, if `caller` sees it) or built-in."""
         custom = self.find(id_or_name, caller)
         if custom is not None:
             return self.features(custom)
-        return self.builtin_features(self._registry.resolve(id_or_name, ANY_MODEL))
+        return self.builtin_features(self._registry.resolve(id_or_name, ANY_MODEL), cancellation, tenant=caller.tenant)
 
     def preload(self) -> None:
         """Load the configured voices' features (and their base voices') so first requests find them cached."""
@@ -175,7 +217,12 @@ class VoiceLibrary:
                 code="audio_too_long",
             )
 
-    def _base_voice(self, requested: str | None, features: VoiceFeatures) -> VoiceInfo:
+    def _new_cancellation(self) -> Cancellation:
+        return Cancellation.after(self._settings.request_timeout_s)
+
+    def _base_voice(
+        self, requested: str | None, features: VoiceFeatures, cancellation: Cancellation, tenant: str
+    ) -> VoiceInfo:
         chosen = requested or self._settings.custom_voice_base
         if chosen:
             return self._registry.resolve(chosen, ANY_MODEL)
@@ -183,18 +230,50 @@ class VoiceLibrary:
         candidates = [voice for voice in self._registry.voices() if voice.engine == engine]
         return min(
             candidates,
-            key=lambda voice: abs(self.builtin_features(voice).log_f0_mean - features.log_f0_mean),
+            key=lambda voice: abs(
+                self.builtin_features(voice, cancellation, tenant=tenant).log_f0_mean - features.log_f0_mean
+            ),
         )
 
-    def _speak_profile(self, voice: VoiceInfo) -> AudioChunk:
+    def _profile(
+        self, key: str, profile: Future[VoiceFeatures], voice: VoiceInfo, cancellation: Cancellation, tenant: str
+    ) -> VoiceFeatures:
+        """Lead the one profile of `voice`: its result goes to the cache and to whoever waits on `profile`."""
+        try:
+            features = extract_voice_features(self._speak_profile(voice, cancellation, tenant))
+            self._cache.put(key, features)
+            profile.set_result(features)
+            return features
+        except BaseException as exc:
+            profile.set_exception(exc)
+            raise
+        finally:
+            with self._profiles_lock:
+                del self._profiles[key]
+
+    def _speak_profile(self, voice: VoiceInfo, cancellation: Cancellation, tenant: str) -> AudioChunk:
+        """`PROFILE_TEXT` in `voice`, segment by segment through the scheduler: behind speech that plays sooner,
+        dropped unrun past the deadline, and withdrawn when the request stops."""
         engine = self._registry.engine(voice)
         texts = segment_text(
             PROFILE_TEXT,
             first_segment_max_chars=self._settings.max_segment_chars,
             max_segment_chars=self._settings.max_segment_chars,
         )
+        trace = RequestTrace(f"profile-{voice.id}", enabled=False)
+        deadline = cancellation.deadline
         segments = [engine.prepare(SynthesisParams(text=text, voice=voice)) for text in texts]
-        audio = np.concatenate([engine.run([segment], solo=True)[0] for segment in segments])
+        futures = [
+            self._scheduler.submit(
+                engine, segment, trace, priority=Priority.LATER_SEGMENT, due=deadline, deadline=deadline, tenant=tenant
+            )
+            for segment in segments
+        ]
+        try:
+            audio = np.concatenate([cancellation.wait(future) for future in futures])
+        finally:
+            for future in futures:
+                future.cancel()
         return AudioChunk(audio, voice.sample_rate)
 
 

@@ -1,0 +1,225 @@
+"""The voice library profiles built-in voices through the shared scheduler (never by calling an engine itself),
+one profile per voice however many callers ask, and a registration whose request stops stores nothing."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import pytest
+
+from voxserve.conversion.cancellation import Cancellation
+from voxserve.engines.base import PreparedSegment
+from voxserve.errors import ClientDisconnectedError, DeadlineExceededError
+from voxserve.frontend.segment import segment_text
+from voxserve.obs.metrics import Metrics
+from voxserve.scheduler.pool import Scheduler, SchedulerOptions
+from voxserve.service.voice_library import PROFILE_TEXT, VoiceLibrary
+from voxserve.service.voices import VoiceRegistry
+from voxserve.settings import Settings, load_settings
+from voxserve.storage.voices import VoiceStore
+from voxserve.types import AudioChunk, Caller, SynthesisParams, VoiceInfo
+
+T = TypeVar("T")
+RATE = 16_000
+WAIT_S = 10
+LOW = VoiceInfo("buzz-low", "buzz", "en", RATE, "low")
+HIGH = VoiceInfo("buzz-high", "buzz", "en", RATE, "high")
+PITCH_HZ = {LOW.id: 110.0, HIGH.id: 220.0}
+
+
+def buzz(f0_hz: float, seconds: float) -> AudioChunk:
+    """A vowel-like sound: a pulse train at `f0_hz` through one resonance (WORLD finds its pitch)."""
+    t = np.arange(int(seconds * RATE)) / RATE
+    pulses = np.zeros_like(t)
+    pulses[(np.arange(0, seconds, 1 / f0_hz) * RATE).astype(int)] = 1.0
+    kernel_t = np.arange(400) / RATE
+    kernel = np.exp(-kernel_t * 300) * np.sin(2 * np.pi * 700.0 * kernel_t)
+    signal = np.convolve(pulses, kernel)[: len(t)]
+    return AudioChunk((0.3 * signal / np.abs(signal).max()).astype(np.float32), RATE)
+
+
+class BuzzEngine:
+    """Speaks half a second of buzz per segment at its voice's pitch. Records what it ran and on which thread;
+    closing `gate` holds every call (`started` tells one is waiting there)."""
+
+    name = "buzz"
+    supports_batching = False
+    supports_instructions = False
+
+    def __init__(self) -> None:
+        self.ran: list[str] = []
+        self.threads: set[str] = set()
+        self.gate = threading.Event()
+        self.gate.set()
+        self.started = threading.Event()
+
+    def voices(self) -> list[VoiceInfo]:
+        return [LOW, HIGH]
+
+    def prepare(self, params: SynthesisParams) -> PreparedSegment:
+        return PreparedSegment(params)
+
+    def run(self, batch: Sequence[PreparedSegment], *, solo: bool = False) -> list[np.ndarray]:
+        self.started.set()
+        self.gate.wait(timeout=WAIT_S)
+        self.threads.add(threading.current_thread().name)
+        self.ran += [segment.params.text for segment in batch]
+        return [buzz(PITCH_HZ[segment.params.voice.id], 0.5).samples for segment in batch]
+
+    def warmup(self) -> None:
+        pass
+
+
+class WatchedCancellation(Cancellation):
+    """Says when its owner starts waiting for someone else's result."""
+
+    def __init__(self, deadline: float) -> None:
+        super().__init__(deadline)
+        self.waiting = threading.Event()
+
+    def wait(self, future: Future[T]) -> T:
+        self.waiting.set()
+        return super().wait(future)
+
+
+def library_settings(data_dir: Path, **flags: object) -> Settings:
+    return load_settings(default_voice=LOW.id, espeak_voices=False, reference_min_s=1.0, data_dir=data_dir, **flags)
+
+
+def profile_texts(settings: Settings) -> list[str]:
+    limit = settings.max_segment_chars
+    return segment_text(PROFILE_TEXT, first_segment_max_chars=limit, max_segment_chars=limit)
+
+
+@pytest.fixture
+def engine() -> BuzzEngine:
+    return BuzzEngine()
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics()
+
+
+@pytest.fixture
+def scheduler(metrics: Metrics) -> Iterator[Scheduler]:
+    scheduler = Scheduler(SchedulerOptions(workers=1), metrics)
+    yield scheduler
+    scheduler.close()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return library_settings(tmp_path)
+
+
+@pytest.fixture
+def library(engine: BuzzEngine, scheduler: Scheduler, settings: Settings) -> Iterator[VoiceLibrary]:
+    library = VoiceLibrary(VoiceStore(settings.data_dir), VoiceRegistry([engine], {}, LOW.id), settings, scheduler)
+    yield library
+    engine.gate.set()
+    library.close()
+
+
+def engine_items(metrics: Metrics) -> float:
+    return metrics.registry.get_sample_value("voxserve_engine_items_total", {"engine": "buzz"}) or 0.0
+
+
+def test_a_builtin_voice_is_profiled_on_the_schedulers_workers(
+    library: VoiceLibrary, engine: BuzzEngine, metrics: Metrics, settings: Settings
+) -> None:
+    features = library.builtin_features(HIGH)
+    assert features.f0_median_hz == pytest.approx(220.0, rel=0.05)
+    texts = profile_texts(settings)
+    assert engine.ran == texts
+    assert engine_items(metrics) == len(texts)
+    assert all(thread.startswith("voxserve-worker") for thread in engine.threads)
+    assert library.builtin_features(HIGH) is features  # cached: the scheduler sees no more work
+    assert engine_items(metrics) == len(texts)
+
+
+def test_registration_profiles_its_base_voices_through_the_scheduler(
+    library: VoiceLibrary, engine: BuzzEngine, metrics: Metrics, settings: Settings
+) -> None:
+    voice = library.register("singer", buzz(200.0, 2.0))
+    assert voice.base_voice == HIGH.id  # the built-in voice closest in pitch
+    texts = profile_texts(settings)
+    assert sorted(engine.ran) == sorted(texts * 2)  # both candidate voices, each profiled once
+    assert engine_items(metrics) == 2 * len(texts)
+    assert all(thread.startswith("voxserve-worker") for thread in engine.threads)
+    assert [stored.name for stored in library.list(Caller())] == ["singer"]
+
+
+def test_one_profile_per_voice_however_many_callers_ask(
+    library: VoiceLibrary, engine: BuzzEngine, settings: Settings
+) -> None:
+    engine.gate.clear()
+    follower = WatchedCancellation(time.perf_counter() + 60)
+    with ThreadPoolExecutor(2) as callers:
+        leading = callers.submit(library.builtin_features, LOW)
+        assert engine.started.wait(WAIT_S)
+        following = callers.submit(library.builtin_features, LOW, follower)
+        assert follower.waiting.wait(WAIT_S)
+        engine.gate.set()
+        assert following.result(WAIT_S) is leading.result(WAIT_S)
+    assert engine.ran == profile_texts(settings)
+
+
+def test_a_caller_leads_the_profile_again_when_the_leader_gives_up(
+    library: VoiceLibrary, engine: BuzzEngine, settings: Settings
+) -> None:
+    engine.gate.clear()
+    leader = Cancellation(time.perf_counter() + 60)
+    follower = WatchedCancellation(time.perf_counter() + 60)
+    with ThreadPoolExecutor(2) as callers:
+        leading = callers.submit(library.builtin_features, LOW, leader)
+        assert engine.started.wait(WAIT_S)
+        following = callers.submit(library.builtin_features, LOW, follower)
+        assert follower.waiting.wait(WAIT_S)
+        leader.cancel()  # the leader's client left while its first segment was on the engine
+        with pytest.raises(ClientDisconnectedError):
+            leading.result(WAIT_S)
+        engine.gate.set()
+        assert following.result(WAIT_S).f0_median_hz == pytest.approx(110.0, rel=0.05)
+    texts = profile_texts(settings)
+    # The leader's queued segments were withdrawn; only the one already running ran for it.
+    assert engine.ran == [texts[0], *texts]
+
+
+def test_a_registration_stopped_while_profiling_stores_nothing_and_withdraws_its_segments(
+    library: VoiceLibrary, engine: BuzzEngine, scheduler: Scheduler
+) -> None:
+    engine.gate.clear()
+    cancellation = Cancellation(time.perf_counter() + 60)
+    with ThreadPoolExecutor(1) as caller:
+        registering = caller.submit(library.register, "late", buzz(200.0, 2.0), cancellation=cancellation)
+        assert engine.started.wait(WAIT_S)
+        cancellation.cancel(DeadlineExceededError, "the request passed its deadline")
+        with pytest.raises(DeadlineExceededError):
+            registering.result(WAIT_S)
+    engine.gate.set()
+    scheduler.close()  # runs what is still queued: nothing of the registration's
+    assert len(engine.ran) == 1
+    assert library.list(Caller()) == []
+    assert library.find("late", Caller()) is None
+
+
+def test_cancellation_commits_once_and_then_cannot_be_cancelled() -> None:
+    committed = Cancellation(time.perf_counter() + 60)
+    committed.commit()
+    assert committed.cancel() is False
+    committed.check()  # no error: the work's effect is final
+    cancelled = Cancellation(time.perf_counter() + 60)
+    assert cancelled.cancel() is True
+    with pytest.raises(ClientDisconnectedError):
+        cancelled.commit()
+    expired = Cancellation(time.perf_counter() - 1)
+    assert expired.cancelled
+    with pytest.raises(DeadlineExceededError):
+        expired.wait(Future())
