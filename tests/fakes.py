@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,9 @@ FAKE_VOICE = VoiceInfo("fake", "fake", "en", 1000, "fake")
 
 class FakeEngine:
     """Returns one sample per character of the segment text, valued by the text's length. It records what it ran
-    (texts, batches, solo flags); it can be held at a gate to build up a queue, or slowed by `delay_s` per call."""
+    (texts, batches, solo flags); it can be held at a gate to build up a queue, or slowed by `delay_s` per call.
+    `failure` (while set) is raised by every call; `on_prepare` and `on_run` see each segment as it is prepared
+    and each batch's texts as a call starts, before the gate (to hold one phase of one request at a time)."""
 
     name = "fake"
     supports_instructions = False
@@ -32,18 +34,27 @@ class FakeEngine:
         self.gate = threading.Event()
         self.gate.set()
         self.started = threading.Event()
+        self.failure: Exception | None = None
+        self.on_prepare: Callable[[SynthesisParams], None] | None = None
+        self.on_run: Callable[[list[str]], None] | None = None
 
     def voices(self) -> list[VoiceInfo]:
         return [FAKE_VOICE]
 
     def prepare(self, params: SynthesisParams) -> PreparedSegment:
+        if self.on_prepare is not None:
+            self.on_prepare(params)
         return PreparedSegment(params)
 
     def run(self, batch: Sequence[PreparedSegment], *, solo: bool = False) -> list[np.ndarray]:
+        texts = [segment.params.text for segment in batch]
+        if self.on_run is not None:
+            self.on_run(texts)
         self.started.set()
         self.gate.wait(timeout=10)
         time.sleep(self.delay_s)
-        texts = [segment.params.text for segment in batch]
+        if self.failure is not None:
+            raise self.failure
         if "fail" in texts:
             raise RuntimeError("boom")
         self.ran += texts

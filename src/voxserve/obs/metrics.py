@@ -142,6 +142,16 @@ class Metrics:
             "voxserve_batch_size_segments", "Segments per engine call.", ["engine"], buckets=BATCH_BUCKETS,
             registry=registry,
         )  # fmt: skip
+        self.engine_failures = Counter(
+            "voxserve_engine_failures", "Engine calls that failed (raised, or returned the wrong number of outputs).",
+            ["engine"], registry=registry,
+        )  # fmt: skip
+        self.truncated_responses = Counter(
+            "voxserve_truncated_responses",
+            "Streamed responses that failed after their 200 and headers were sent: the body ends early (audio) or "
+            "with an error event (SSE). Also counted in voxserve_requests_total under the error's status.",
+            ["route", "code"], registry=registry,
+        )  # fmt: skip
         self.rejected_requests = Counter(
             "voxserve_requests_rejected", "Requests refused with 429 because the queue was full.", registry=registry
         )

@@ -2,11 +2,15 @@
 
 Ordering: a request's first segment goes ahead of everything else (time to first audio); other segments run by
 when their audio will be needed for playback (earliest due first), so a long text cannot starve short requests
-and still streams without gaps. Admission is bounded; late and abandoned work is dropped before it runs.
+and still streams without gaps. Admission is bounded and exact: a request holds queue room from admission until
+its segments are queued or it ends (`Reservation`). Late and abandoned work is dropped before it runs.
 
 Threads: a segment that has the machine to itself (no other request waiting) runs "solo" on every core, and
 the other workers hold later segments back until it is done; under load each worker runs one segment on its
-own share of the cores."""
+own share of the cores.
+
+Workers outlive anything an engine does (raising, returning the wrong number of outputs) and any race with a
+cancelling client: the batch concerned fails with `engine_error`, the worker logs it and takes the next job."""
 
 from __future__ import annotations
 
@@ -14,7 +18,8 @@ import logging
 import math
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
+from contextlib import suppress
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -55,6 +60,53 @@ class SchedulerOptions:
             raise ValueError("max_length_ratio must be at least 1")
 
 
+class Reservation:
+    """One request's hold on the scheduler, from `Scheduler.admit`: queue room for its segments, and every segment
+    submitted under it. Safe from any thread.
+
+    `close()` ends the request, whenever that happens (before, during or after submission): later submits are
+    refused (their futures come back cancelled, no engine time spent), segments still queued are cancelled, and
+    room not used yet is given back. Close it however the request ends; `with` does that."""
+
+    def __init__(self, queue: SegmentQueue, segments: int) -> None:
+        self._queue = queue
+        self._held = segments
+        self._futures: list[Future[np.ndarray]] = []
+        self._closed = False
+        self._lock = threading.Lock()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            futures, self._futures = self._futures, []
+            self._queue.release(self._held)
+            self._held = 0
+        for future in futures:
+            future.cancel()
+
+    def __enter__(self) -> Reservation:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _put(self, job: Job, due: float) -> None:
+        """Queue `job` into the room held for it; past that room it queues anyway (admission already passed).
+        Under the lock, so a `close` racing a submit either sees the job and cancels it or refuses it."""
+        with self._lock:
+            if self._closed:
+                job.future.cancel()
+                return
+            self._futures.append(job.future)
+            reserved = self._held > 0
+            self._held -= reserved
+            self._queue.put(job, due, reserved=reserved)
+
+
 class Scheduler:
     """A fixed pool of worker threads. Size it with the engines' thread budget: workers x threads <= cores."""
 
@@ -85,15 +137,18 @@ class Scheduler:
         """Estimated audio the queued segments will make."""
         return self._queue.pending_audio_s()
 
-    def admit(self, segments: int) -> None:
-        """Refuse a request whose segments would overflow the queue. An empty queue admits any request, so a
-        text longer than the queue still runs when the server is otherwise idle."""
-        limit = self.options.max_queue_size
-        queued = len(self._queue)
-        if limit and queued and queued + segments > limit:
+    def admit(self, segments: int) -> Reservation:
+        """Hold queue room for a request's `segments`, or refuse it (`QueueFullError`, 429) when they would take
+        the segments queued plus those held by admitted requests past `max_queue_size`. Checked and held in one
+        step, so the bound is exact however many requests arrive at once. An idle queue (nothing queued or held)
+        admits any request, so a text longer than the queue still runs. Submit the segments under the returned
+        reservation, and close it when the request ends."""
+        if not self._queue.reserve(segments, self.options.max_queue_size):
             self._metrics.rejected_requests.inc()
-            retry_after_s = max(1, math.ceil(queued * self._service_s / self.workers))
-            raise QueueFullError(f"server is at capacity ({queued} segments queued); retry later", retry_after_s)
+            occupied = self._queue.occupancy()
+            retry_after_s = max(1, math.ceil(occupied * self._service_s / self.workers))
+            raise QueueFullError(f"server is at capacity ({occupied} segments queued); retry later", retry_after_s)
+        return Reservation(self._queue, segments)
 
     def submit(
         self,
@@ -105,13 +160,19 @@ class Scheduler:
         due: float,
         deadline: float,
         tenant: str = "",
+        reservation: Reservation | None = None,
     ) -> Future[np.ndarray]:
         """Queue one segment; the future holds its audio. `tenant` (an API key) shares the workers fairly with
         other tenants; `due` (perf_counter time) orders one tenant's segments of the same priority; past
         `deadline` the segment is dropped unrun. Cancelling the future before a worker takes it means no engine
-        time is spent on it."""
+        time is spent on it. Under a `reservation` the segment fills room held by `admit`, and closing the
+        reservation cancels it; once closed, the future comes back cancelled and nothing is queued."""
         future: Future[np.ndarray] = Future()
-        self._queue.put(Job(engine, segment, trace, future, deadline, priority, tenant), due)
+        job = Job(engine, segment, trace, future, deadline, priority, tenant)
+        if reservation is None:
+            self._queue.put(job, due)
+        else:
+            reservation._put(job, due)
         return future
 
     def close(self) -> None:
@@ -122,17 +183,28 @@ class Scheduler:
 
     def _work(self) -> None:
         while (job := self._queue.get()) is not None:
-            self._wait_out_solo(job)
-            batch = self._runnable([job])
-            if batch and batch[0].engine.supports_batching and self.options.max_batch_size > 1:
-                batch += self._runnable(
-                    self._queue.take_compatible(
-                        batch[0], self.options.max_batch_size - 1, self.options.max_queue_delay_ms / 1000,
-                        self.options.max_length_ratio,
-                    )
-                )  # fmt: skip
-            if batch:
-                self._run(batch)
+            batch = [job]
+            try:
+                batch = self._gather(job)
+                if batch:
+                    self._run(batch)
+            except Exception as exc:
+                # A bug or a race outside the engine call: whatever its futures are waiting for is not coming.
+                logger.exception("worker failed on a batch of %d segments; it goes on", len(batch))
+                _fail(batch, EngineError(f"worker failed: {exc!r}"))
+
+    def _gather(self, job: Job) -> list[Job]:
+        """`job` and, for an engine that batches, compatible jobs queued with it; those still worth running."""
+        self._wait_out_solo(job)
+        batch = self._runnable([job])
+        if batch and batch[0].engine.supports_batching and self.options.max_batch_size > 1:
+            batch += self._runnable(
+                self._queue.take_compatible(
+                    batch[0], self.options.max_batch_size - 1, self.options.max_queue_delay_ms / 1000,
+                    self.options.max_length_ratio,
+                )
+            )  # fmt: skip
+        return batch
 
     def _wait_out_solo(self, job: Job) -> None:
         """A solo segment already has every core; running a later segment beside it would only slow it down.
@@ -143,61 +215,92 @@ class Scheduler:
             self._busy_changed.wait_for(lambda: not self._solo_running)
 
     def _runnable(self, jobs: list[Job]) -> list[Job]:
-        """Drop cancelled and expired jobs; mark the rest running."""
+        """Mark jobs running; drop (and settle) cancelled and expired ones."""
         now = time.perf_counter()
-        runnable = []
-        for job in jobs:
-            if now > job.deadline and not job.future.cancelled():
-                job.future.set_exception(DeadlineExceededError("request deadline passed while queued"))
-                self._metrics.expired_segments.inc()
-            elif job.future.set_running_or_notify_cancel():
-                runnable.append(job)
-            else:
-                self._metrics.cancelled_segments.inc()
-        return runnable
+        return [job for job in jobs if self._claim(job, now)]
+
+    def _claim(self, job: Job, now: float) -> bool:
+        # Marked running first: from then on a client's cancel cannot land between a check and a settle.
+        if not job.future.set_running_or_notify_cancel():
+            self._metrics.cancelled_segments.inc()
+            return False
+        if now > job.deadline:
+            _fail([job], DeadlineExceededError("request deadline passed while queued"))
+            self._metrics.expired_segments.inc()
+            return False
+        return True
 
     def _run(self, batch: list[Job]) -> None:
         engine = batch[0].engine
-        with self._busy_changed:
-            self._busy += 1
-            # Alone, or only followed by this request's own segments: one at a time on every core beats
-            # splitting the cores between segments of one request (the longer one would straggle).
-            solo = self._busy == 1 and self._queue.holds_only(batch[0].trace.request_id)
-            self._solo_running = self._solo_running or solo
+        solo = self._start_running(batch)
         started = time.perf_counter()
         for job in batch:
             job.trace.add("queue", started - job.submitted_at, start_s=job.submitted_at)
         outputs: list[np.ndarray] = []
         error: VoxError | None = None
         try:
-            outputs = engine.run([job.segment for job in batch], solo=solo)
+            outputs = _synthesize(engine, batch, solo)
         except VoxError as exc:
             error = exc
-        except Exception as exc:
-            logger.exception("engine %s failed on a batch of %d", engine.name, len(batch))
-            error = EngineError(f"engine {engine.name} failed: {exc}")
-        elapsed = time.perf_counter() - started
-        with self._busy_changed:
-            self._busy -= 1
-            self._solo_running = self._solo_running and not solo
-            self._service_s = 0.9 * self._service_s + 0.1 * elapsed / len(batch)
-            self._busy_changed.notify_all()
+        finally:
+            elapsed = time.perf_counter() - started
+            self._stop_running(solo, elapsed / len(batch))
         # The trace is complete before any future resolves: a request may finish as soon as its audio is set.
         for job in batch:
             job.trace.add(
                 "model", elapsed, start_s=started, engine=engine.name, chars=len(job.segment.params.text),
                 batch=len(batch), solo=solo,
             )  # fmt: skip
-        self._metrics.engine_items.labels(engine.name).inc(len(batch))
-        self._metrics.engine_executions.labels(engine.name).inc()
-        self._metrics.batch_size.labels(engine.name).observe(len(batch))
+        self._count(engine.name, len(batch), failed=error is not None)
         if error is not None:
-            self._fail(batch, error)
+            _fail(batch, error)
             return
         for job, audio in zip(batch, outputs, strict=True):
-            job.future.set_result(audio)
+            with suppress(InvalidStateError):  # settled meanwhile by someone else: nobody waits for this audio
+                job.future.set_result(audio)
 
-    @staticmethod
-    def _fail(batch: list[Job], error: VoxError) -> None:
-        for job in batch:
+    def _start_running(self, batch: list[Job]) -> bool:
+        """Count the batch as running; True when it runs solo."""
+        with self._busy_changed:
+            self._busy += 1
+            # Alone, or only followed by this request's own segments: one at a time on every core beats
+            # splitting the cores between segments of one request (the longer one would straggle).
+            solo = self._busy == 1 and self._queue.holds_only(batch[0].trace.request_id)
+            self._solo_running = self._solo_running or solo
+            return solo
+
+    def _stop_running(self, solo: bool, per_item_s: float) -> None:
+        with self._busy_changed:
+            self._busy -= 1
+            self._solo_running = self._solo_running and not solo
+            self._service_s = 0.9 * self._service_s + 0.1 * per_item_s
+            self._busy_changed.notify_all()
+
+    def _count(self, engine: str, items: int, *, failed: bool) -> None:
+        self._metrics.engine_items.labels(engine).inc(items)
+        self._metrics.engine_executions.labels(engine).inc()
+        self._metrics.batch_size.labels(engine).observe(items)
+        if failed:
+            self._metrics.engine_failures.labels(engine).inc()
+
+
+def _synthesize(engine: Engine, batch: list[Job], solo: bool) -> list[np.ndarray]:
+    """One engine call for `batch`, its outputs in order. Whatever goes wrong, engines being code we do not
+    control (an exception of any type, a count of outputs that does not match), comes out as a `VoxError`."""
+    try:
+        outputs = list(engine.run([job.segment for job in batch], solo=solo))
+    except VoxError:
+        raise
+    except Exception as exc:
+        logger.exception("engine %s failed on a batch of %d", engine.name, len(batch))
+        raise EngineError(f"engine {engine.name} failed: {exc}") from exc
+    if len(outputs) != len(batch):
+        logger.error("engine %s returned %d outputs for %d segments", engine.name, len(outputs), len(batch))
+        raise EngineError(f"engine {engine.name} returned {len(outputs)} outputs for {len(batch)} segments")
+    return outputs
+
+
+def _fail(batch: list[Job], error: VoxError) -> None:
+    for job in batch:
+        with suppress(InvalidStateError):  # settled meanwhile (cancelled before it ran): nothing left to tell
             job.future.set_exception(error)

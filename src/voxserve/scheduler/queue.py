@@ -49,12 +49,16 @@ _Entry = tuple[int, float, int, Job]
 
 
 class SegmentQueue:
-    """A blocking priority queue. `get` returns `None` once the queue is closed and drained."""
+    """A blocking priority queue. `get` returns `None` once the queue is closed and drained.
+
+    Room can be held ahead of time (`reserve`) for segments that are still being prepared; queued and held
+    segments are counted together under one lock, so admission stays exact however many requests open at once."""
 
     def __init__(self) -> None:
         self._lanes: dict[str, list[_Entry]] = {}
         self._virtual_s: dict[str, float] = {}
         self._size = 0
+        self._reserved = 0
         self._requests: Counter[str] = Counter()
         self._pending_audio_s = 0.0
         self._sequence = itertools.count()
@@ -75,13 +79,35 @@ class SegmentQueue:
         with self._ready:
             return not self._requests or set(self._requests) == {request_id}
 
+    def occupancy(self) -> int:
+        """Segments queued plus room held for segments not queued yet."""
+        with self._ready:
+            return self._size + self._reserved
+
+    def reserve(self, segments: int, limit: int) -> bool:
+        """Hold room for `segments` unless occupancy would pass `limit` (0: no limit). An empty queue with
+        nothing held takes any number, so a text longer than the queue still runs on an otherwise idle server."""
+        with self._ready:
+            occupied = self._size + self._reserved
+            if limit and occupied and occupied + segments > limit:
+                return False
+            self._reserved += segments
+            return True
+
+    def release(self, segments: int) -> None:
+        """Give back held room that will not be used."""
+        with self._ready:
+            self._reserved -= segments
+
     def tenants(self) -> dict[str, int]:
         """Queued segments per tenant."""
         with self._ready:
             return {tenant: len(lane) for tenant, lane in self._lanes.items()}
 
-    def put(self, job: Job, due: float) -> None:
+    def put(self, job: Job, due: float, *, reserved: bool = False) -> None:
+        """Queue `job`; `reserved` says it fills room held for it (the hold turns into a queued segment)."""
         with self._ready:
+            self._reserved -= reserved
             lane = self._lanes.get(job.tenant)
             if lane is None:
                 floor = min(self._virtual_s[tenant] for tenant in self._lanes) if self._lanes else 0.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from concurrent.futures import Future
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -25,7 +25,7 @@ from voxserve.frontend.segment import segment_text
 from voxserve.obs.metrics import Metrics
 from voxserve.obs.telemetry import Telemetry, TelemetryOptions
 from voxserve.obs.trace import RequestTrace
-from voxserve.scheduler.pool import Priority, Scheduler
+from voxserve.scheduler.pool import Priority, Reservation, Scheduler
 from voxserve.service.encoding import encode_chunks, whole_body
 from voxserve.service.voice_library import VoiceLibrary
 from voxserve.service.voices import VoiceRegistry
@@ -98,31 +98,22 @@ class SpeechStream:
     def content_type(self) -> str:
         return CONTENT_TYPES[self.response_format]
 
-    async def audio(self) -> AsyncIterator[AudioChunk]:
-        """The joined audio, chunk by chunk, as segments finish in order."""
+    async def audio(self) -> AsyncGenerator[AudioChunk, None]:
+        """The joined audio, chunk by chunk, as segments finish in order. Lazy: the request is admitted when
+        iteration starts (`QueueFullError` then). However the iteration ends (done, failed, closed early, or
+        cancelled while segments are still being submitted), every segment it queued is cancelled."""
         assert self._plan is not None, "a cached stream has no audio to decode; use encoded()"
-        plan = self._plan
-        futures = await asyncio.to_thread(self._submit, 0, 1)
-        try:
-            futures += await asyncio.to_thread(self._submit, 1, len(self._segments))
+        with self._plan.scheduler.admit(len(self._segments)) as reservation:
+            # The first segment is queued on its own, so a worker starts on it while the rest are phonemized.
+            futures = await asyncio.to_thread(self._submit, reservation, 0, 1)
+            futures += await asyncio.to_thread(self._submit, reservation, 1, len(self._segments))
             windows = await self._open_conversion()
-            joiner = SegmentJoiner(round(plan.crossfade_ms * self.voice.sample_rate / 1000))
+            joiner = SegmentJoiner(round(self._plan.crossfade_ms * self.voice.sample_rate / 1000))
             for future in futures:
-                samples = await self._result(future)
-                with self.trace.stage("postprocess"):
-                    ready = joiner.push(samples)
-                if windows is not None:
-                    ready = await self.trace.in_thread("convert", windows.push, ready)
+                ready = await self._join(await self._result(future), joiner, windows)
                 if len(ready):
                     yield self._chunk(ready)
-            tail = joiner.flush()
-            if windows is not None:
-                pushed = await self.trace.in_thread("convert", windows.push, tail)
-                tail = np.concatenate([pushed, await self.trace.in_thread("convert", windows.flush)])
-            yield self._chunk(tail)
-        finally:
-            for future in futures:
-                future.cancel()
+            yield self._chunk(await self._flush(joiner, windows))
 
     async def encoded(self) -> AsyncIterator[bytes]:
         """The response body, piece by piece, through this response's one encoder."""
@@ -144,10 +135,14 @@ class SpeechStream:
         """The whole response body at once, for clients that asked not to stream."""
         return await whole_body(self.response_format, self.encoded())
 
-    def _submit(self, start: int, stop: int) -> list[Future[np.ndarray]]:
+    def _submit(self, reservation: Reservation, start: int, stop: int) -> list[Future[np.ndarray]]:
+        """Phonemize and queue segments `start` to `stop - 1`. Runs in a thread that outlives a cancelled
+        request, so it stops as soon as the request has ended (closing the reservation cancels what it queued)."""
         assert self._plan is not None
         futures = []
         for index in range(start, stop):
+            if reservation.closed:
+                break
             params = self._segments[index]
             with self.trace.stage("phonemize", segment=index):
                 prepared = self._engine.prepare(params)
@@ -156,7 +151,7 @@ class SpeechStream:
                     self._engine, prepared, self.trace,
                     priority=Priority.FIRST_SEGMENT if index == 0 else Priority.LATER_SEGMENT,
                     due=self.trace.started_at + self._playback_offset_s(index),
-                    deadline=self._plan.deadline, tenant=self._tenant,
+                    deadline=self._plan.deadline, tenant=self._tenant, reservation=reservation,
                 )
             )  # fmt: skip
         return futures
@@ -180,6 +175,21 @@ class SpeechStream:
             return None
         conversion = await self.trace.in_thread("analyze", self._custom.plan)
         return WindowedConversion(conversion, self.voice.sample_rate, overlap_s=self._custom.overlap_s)
+
+    async def _join(self, samples: np.ndarray, joiner: SegmentJoiner, windows: WindowedConversion | None) -> np.ndarray:
+        """One more segment through the crossfade (and the conversion): the audio that is final so far."""
+        with self.trace.stage("postprocess"):
+            ready = joiner.push(samples)
+        if windows is None:
+            return ready
+        return await self.trace.in_thread("convert", windows.push, ready)
+
+    async def _flush(self, joiner: SegmentJoiner, windows: WindowedConversion | None) -> np.ndarray:
+        tail = joiner.flush()
+        if windows is None:
+            return tail
+        pushed = await self.trace.in_thread("convert", windows.push, tail)
+        return np.concatenate([pushed, await self.trace.in_thread("convert", windows.flush)])
 
     def _chunk(self, samples: np.ndarray) -> AudioChunk:
         self.trace.audio_s += len(samples) / self.voice.sample_rate
@@ -213,8 +223,9 @@ class SpeechService:
 
     def open(self, job: SpeechJob, trace: RequestTrace | None = None) -> SpeechStream:
         """Check the job, answer it from the cache or plan its segments, recording into `trace` (the API
-        starts it when the request arrives). Raises a `VoxError` for anything a client got wrong, and
-        `QueueFullError` when the server is at capacity."""
+        starts it when the request arrives). Raises a `VoxError` for anything a client got wrong. Admission
+        (`QueueFullError` when the server is at capacity) comes when the stream is first iterated, so a stream
+        that is never iterated holds no queue room."""
         trace = trace or self.telemetry.new_trace()
         trace.input_chars = len(job.text)
         trace.response_format = job.response_format
@@ -243,7 +254,6 @@ class SpeechService:
         if not texts:
             raise InvalidRequestError("input must contain speakable text", param="input")
         trace.segments = len(texts)
-        self.scheduler.admit(len(texts))
         plan = _Plan(
             scheduler=self.scheduler,
             metrics=self.metrics,

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import Future
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -12,17 +13,21 @@ from voxserve.engines.base import PreparedSegment
 from voxserve.errors import DeadlineExceededError, EngineError, QueueFullError
 from voxserve.obs.metrics import Metrics
 from voxserve.obs.trace import RequestTrace
-from voxserve.scheduler.pool import Priority, Scheduler, SchedulerOptions
+from voxserve.scheduler.pool import Priority, Reservation, Scheduler, SchedulerOptions
 from voxserve.types import SynthesisParams
 
 
 def submit(
     scheduler: Scheduler, engine: FakeEngine, text: str, priority: Priority = Priority.LATER_SEGMENT,
     due: float = 0.0, deadline_s: float = 60.0, trace: RequestTrace | None = None,
+    reservation: Reservation | None = None,
 ) -> Future[np.ndarray]:  # fmt: skip
     segment = PreparedSegment(SynthesisParams(text=text, voice=FAKE_VOICE))
     deadline = time.perf_counter() + deadline_s
-    return scheduler.submit(engine, segment, trace or RequestTrace(), priority=priority, due=due, deadline=deadline)
+    return scheduler.submit(
+        engine, segment, trace or RequestTrace(), priority=priority, due=due, deadline=deadline,
+        reservation=reservation,
+    )  # fmt: skip
 
 
 def held(scheduler: Scheduler, engine: FakeEngine) -> Future[np.ndarray]:
@@ -33,8 +38,16 @@ def held(scheduler: Scheduler, engine: FakeEngine) -> Future[np.ndarray]:
     return blocker
 
 
-def count(metrics: Metrics, name: str) -> float:
-    return metrics.registry.get_sample_value(name) or 0.0
+def count(metrics: Metrics, name: str, labels: dict[str, str] | None = None) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    """Wait for the workers to reach a state; the timeout is only a safety net."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "the workers did not get there"
+        time.sleep(0.001)
 
 
 @pytest.fixture
@@ -81,8 +94,7 @@ def test_cancelled_segments_cost_no_engine_time(scheduler: Scheduler, metrics: M
 def test_segments_past_their_deadline_are_dropped_unrun(scheduler: Scheduler, metrics: Metrics) -> None:
     engine = FakeEngine()
     blocker = held(scheduler, engine)
-    late = submit(scheduler, engine, "late", deadline_s=0.01)
-    time.sleep(0.05)
+    late = submit(scheduler, engine, "late", deadline_s=-1.0)
     engine.gate.set()
     blocker.result(timeout=5)
     with pytest.raises(DeadlineExceededError):
@@ -98,38 +110,189 @@ def test_engine_failure_becomes_an_engine_error_and_workers_survive(scheduler: S
     assert len(submit(scheduler, engine, "ok").result(timeout=5)) == 2
 
 
-def test_admission_refuses_when_full_and_recovers(scheduler: Scheduler, metrics: Metrics) -> None:
+def test_an_engine_failing_every_call_fails_requests_cleanly_until_it_recovers(
+    scheduler: Scheduler, metrics: Metrics
+) -> None:
     engine = FakeEngine()
-    scheduler.admit(50)  # an empty queue admits anything
+    engine.failure = RuntimeError("device lost")
+    for n in range(5):
+        with pytest.raises(EngineError, match="device lost") as failed:
+            submit(scheduler, engine, f"try {n}").result(timeout=5)
+        assert failed.value.code == "engine_error"
+    engine.failure = None
+    assert len(submit(scheduler, engine, "back").result(timeout=5)) == 4
+    assert count(metrics, "voxserve_engine_failures_total", {"engine": "fake"}) == 5
+
+
+class MisshapenEngine(FakeEngine):
+    """Returns whatever `shape` makes of the right outputs."""
+
+    def __init__(self, shape: Callable[[list[np.ndarray]], object]) -> None:
+        super().__init__(supports_batching=True)
+        self.shape = shape
+
+    def run(self, batch: Sequence[PreparedSegment], *, solo: bool = False) -> list[np.ndarray]:
+        return self.shape(super().run(batch, solo=solo))  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [lambda outputs: outputs[:-1], lambda outputs: [*outputs, outputs[0]], lambda outputs: None],
+    ids=["too-few", "too-many", "none"],
+)
+def test_an_engine_returning_the_wrong_outputs_fails_the_batch_and_the_worker_goes_on(
+    metrics: Metrics, shape: Callable[[list[np.ndarray]], object]
+) -> None:
+    engine = MisshapenEngine(shape)
+    pool = Scheduler(SchedulerOptions(workers=1, max_batch_size=2), metrics)
+    try:
+        blocker = held(pool, engine)
+        pair = [submit(pool, engine, f"pair {n}") for n in range(2)]
+        engine.gate.set()
+        for future in [blocker, *pair]:
+            with pytest.raises(EngineError, match="engine fake"):
+                future.result(timeout=5)
+        assert engine.batches == [["blocker"], ["pair 0", "pair 1"]]  # the pair really was one call
+        assert len(submit(pool, FakeEngine(), "next").result(timeout=5)) == 4
+    finally:
+        pool.close()
+
+
+@pytest.mark.parametrize("text", ["ok", "fail"])
+def test_a_worker_survives_a_future_settled_while_its_segment_runs(scheduler: Scheduler, text: str) -> None:
+    engine = FakeEngine()
+    engine.gate.clear()
+    running = submit(scheduler, engine, text)
+    assert engine.started.wait(5)
+    settled = np.zeros(1, dtype=np.float32)
+    running.set_result(settled)  # someone else settles it while the engine works on it
+    engine.gate.set()
+    assert len(submit(scheduler, engine, "next").result(timeout=5)) == 4
+    assert running.result() is settled
+
+
+class CancelledAfterALook(Future):
+    """A future its client cancels just after a worker first looks at it: the race between a check and a settle."""
+
+    def cancelled(self) -> bool:
+        looked = super().cancelled()
+        self.cancel()
+        return looked
+
+    def set_running_or_notify_cancel(self) -> bool:
+        running = super().set_running_or_notify_cancel()
+        self.cancel()
+        return running
+
+
+def test_a_worker_survives_a_cancel_landing_between_its_check_and_its_settle(
+    scheduler: Scheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = FakeEngine()
     blocker = held(scheduler, engine)
-    queued = [submit(scheduler, engine, f"q{n}") for n in range(3)]
+    with monkeypatch.context() as patched:
+        patched.setattr("voxserve.scheduler.pool.Future", CancelledAfterALook)
+        expired = submit(scheduler, engine, "expired", deadline_s=-1.0)
+        racing = submit(scheduler, engine, "racing")
+    engine.gate.set()
+    blocker.result(timeout=5)
+    assert len(submit(scheduler, engine, "next").result(timeout=5)) == 4
+    with pytest.raises(DeadlineExceededError):
+        expired.result(timeout=5)
+    assert len(racing.result(timeout=5)) == 6  # the cancel came once it was running: too late to take effect
+
+
+def test_admission_counts_queued_and_held_segments_and_recovers(scheduler: Scheduler, metrics: Metrics) -> None:
+    engine = FakeEngine()
+    scheduler.admit(50).close()  # an idle queue admits anything; closing gives the room back
+    blocker = held(scheduler, engine)
+    reservation = scheduler.admit(2)  # room held for segments still being prepared
+    queued = submit(scheduler, engine, "queued")
     with pytest.raises(QueueFullError) as refused:
-        scheduler.admit(1)
+        scheduler.admit(1)  # 2 held + 1 queued fill the queue of 3
     assert refused.value.status_code == 429
     assert int(refused.value.headers()["Retry-After"]) >= 1
     assert count(metrics, "voxserve_requests_rejected_total") == 1
+    filled = submit(scheduler, engine, "filled", reservation=reservation)
+    with pytest.raises(QueueFullError):
+        scheduler.admit(1)  # a held place that is filled stays taken
+    reservation.close()
+    assert filled.cancelled()
+    scheduler.admit(1).close()  # the place never filled came back
     engine.gate.set()
-    for future in [blocker, *queued]:
+    for future in (blocker, queued):
         future.result(timeout=5)
-    scheduler.admit(3)
+    scheduler.admit(3).close()
+
+
+@pytest.mark.parametrize(("segments", "admitted"), [(2, 3), (4, 1), (20, 1)])
+def test_admission_is_exact_however_many_requests_race(metrics: Metrics, segments: int, admitted: int) -> None:
+    """Five requests admit and submit at once against a queue of 6 while the worker is held: requests are
+    admitted while their segments fit (one larger than the queue only while the queue is idle), the rest refused."""
+    engine = FakeEngine()
+    pool = Scheduler(SchedulerOptions(workers=1, max_queue_size=6), metrics)
+    start = threading.Barrier(5)
+
+    def request(_: int) -> list[Future[np.ndarray]] | None:
+        start.wait(timeout=5)
+        try:
+            reservation = pool.admit(segments)
+        except QueueFullError:
+            return None
+        return [submit(pool, engine, f"s{n}", reservation=reservation) for n in range(segments)]
+
+    try:
+        blocker = held(pool, engine)
+        with ThreadPoolExecutor(5) as clients:
+            results = list(clients.map(request, range(5)))
+        accepted = [futures for futures in results if futures is not None]
+        assert len(accepted) == admitted
+        assert count(metrics, "voxserve_requests_rejected_total") == 5 - admitted
+        assert pool.queue_depth() == admitted * segments <= max(6, segments)  # nothing has left the queue yet
+        engine.gate.set()
+        for future in [blocker, *(future for futures in accepted for future in futures)]:
+            future.result(timeout=5)
+    finally:
+        pool.close()
+
+
+def test_closing_a_reservation_cancels_its_queued_segments_and_refuses_more(
+    scheduler: Scheduler, metrics: Metrics
+) -> None:
+    engine = FakeEngine()
+    blocker = held(scheduler, engine)
+    reservation = scheduler.admit(3)
+    queued = [submit(scheduler, engine, f"queued {n}", reservation=reservation) for n in range(2)]
+    reservation.close()
+    late = submit(scheduler, engine, "late", reservation=reservation)
+    assert all(future.cancelled() for future in [*queued, late])
+    assert scheduler.queue_depth() == 2  # cancelled, waiting for a worker to drop them; "late" was never queued
+    scheduler.admit(1).close()  # 2 queued + the place given back fit the queue of 3
+    engine.gate.set()
+    blocker.result(timeout=5)
+    submit(scheduler, engine, "after").result(timeout=5)
+    assert engine.ran == ["blocker", "after"]
+    assert count(metrics, "voxserve_segments_cancelled_total") == 2
 
 
 def test_a_lone_segment_runs_solo_and_later_segments_wait_for_it(metrics: Metrics) -> None:
     engine = FakeEngine()
+    finished_at_start: dict[str, list[str]] = {}
+    engine.on_run = lambda texts: finished_at_start.setdefault(texts[0], list(engine.ran))
     pool = Scheduler(SchedulerOptions(workers=2), metrics)
     try:
         engine.gate.clear()
         alone = submit(pool, engine, "alone")
         assert engine.started.wait(5)
         later = submit(pool, engine, "later")
-        time.sleep(0.1)
-        assert engine.ran == []  # "later" waits rather than share the cores "alone" is using
+        wait_until(lambda: pool.queue_depth() == 0)  # the idle second worker has taken "later"
         engine.gate.set()
         alone.result(timeout=5)
         later.result(timeout=5)
     finally:
         pool.close()
-    assert engine.ran == ["alone", "later"]
+    # "later" started only once "alone" had finished, rather than share the cores "alone" was using.
+    assert finished_at_start == {"alone": [], "later": ["alone"]}
     assert engine.solo == [True, True]
 
 
@@ -168,7 +331,7 @@ def test_one_requests_segments_run_one_at_a_time_on_every_core(
                    due=n, trace=trace if same_request else None)
             for n in range(3)
         ]  # fmt: skip
-        time.sleep(0.1)
+        wait_until(lambda: pool.queue_depth() == len(futures) - 2)  # each worker holds a segment at the gate
         engine.gate.set()
         for future in futures:
             future.result(timeout=5)

@@ -73,3 +73,18 @@ def test_one_tenants_segments_keep_their_due_order() -> None:
         queue.put(job("a", f"due{due:g}"), due=due)
     assert drain(queue) == ["due1", "due2", "due3"]
     assert queue.tenants() == {}
+
+
+def test_held_room_counts_with_queued_segments_until_filled_or_released() -> None:
+    queue = SegmentQueue()
+    assert queue.reserve(10, limit=3)  # an idle queue takes any number
+    assert not queue.reserve(1, limit=3)
+    queue.put(job("a", "x"), due=0.0, reserved=True)
+    assert (len(queue), queue.occupancy()) == (1, 10)  # a held place filled: counted once
+    queue.release(9)
+    assert queue.occupancy() == 1
+    assert queue.reserve(2, limit=3)
+    assert not queue.reserve(1, limit=3)
+    assert queue.reserve(100, limit=0)  # 0: no limit
+    drain(queue)
+    assert queue.occupancy() == 102

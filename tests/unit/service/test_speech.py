@@ -1,17 +1,23 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
 from tests.fakes import FakeEngine
-from voxserve.errors import InputTooLongError, InvalidRequestError, VoiceNotFoundError
+from voxserve.errors import EngineError, InputTooLongError, InvalidRequestError, QueueFullError, VoiceNotFoundError
+from voxserve.obs.metrics import Metrics
 from voxserve.scheduler.pool import Scheduler, SchedulerOptions
 from voxserve.service.speech import SpeechJob, SpeechService
 from voxserve.service.voices import VoiceRegistry
 from voxserve.settings import load_settings
+from voxserve.types import SynthesisParams
+
+SENTENCES = [f"Sentence {n}." for n in range(20)]
+TWENTY = " ".join(SENTENCES)  # twenty segments of at most 16 characters
 
 
 @pytest.fixture
@@ -20,16 +26,63 @@ def engine() -> FakeEngine:
 
 
 @pytest.fixture
+def metrics() -> Metrics:
+    return Metrics()
+
+
+def speech_service(
+    engine: FakeEngine, options: SchedulerOptions, metrics: Metrics | None = None, **settings: object
+) -> SpeechService:
+    loaded = load_settings(
+        default_voice="fake", crossfade_ms=0, max_input_chars=400, first_segment_max_chars=20, **settings
+    )
+    return SpeechService(VoiceRegistry([engine], {}, "fake"), Scheduler(options, metrics), loaded)
+
+
+@pytest.fixture
 def service(engine: FakeEngine) -> Iterator[SpeechService]:
-    settings = load_settings(default_voice="fake", crossfade_ms=0, max_input_chars=400, first_segment_max_chars=20)
-    speech = SpeechService(VoiceRegistry([engine], {}, "fake"), Scheduler(SchedulerOptions(workers=2)), settings)
+    speech = speech_service(engine, SchedulerOptions(workers=2))
     yield speech
     speech.close()
+
+
+@pytest.fixture
+def single(engine: FakeEngine, metrics: Metrics) -> Iterator[SpeechService]:
+    """One worker and a queue of six, so what runs, what is cancelled and what is held can be counted exactly."""
+    speech = speech_service(engine, SchedulerOptions(workers=1, max_queue_size=6), metrics, max_segment_chars=16)
+    yield speech
+    speech.close()
+
+
+def job(text: str = TWENTY) -> SpeechJob:
+    return SpeechJob(text=text, voice="fake", response_format="wav")
 
 
 async def collect(service: SpeechService, text: str) -> np.ndarray:
     stream = service.open(SpeechJob(text=text, voice="fake", model="fake", response_format="wav"))
     return np.concatenate([chunk.samples async for chunk in stream.audio()])
+
+
+def cancelled(metrics: Metrics) -> float:
+    return metrics.registry.get_sample_value("voxserve_segments_cancelled_total") or 0.0
+
+
+def hold(engine: FakeEngine, text: str) -> tuple[threading.Event, threading.Event]:
+    """Make the worker that takes segment `text` wait. Returns the events "it is running" and "let it finish"."""
+    running, release = threading.Event(), threading.Event()
+
+    def held(texts: list[str]) -> None:
+        if texts == [text]:
+            running.set()
+            release.wait(10)
+
+    engine.on_run = held
+    return running, release
+
+
+def assert_holds_nothing(service: SpeechService) -> None:
+    """Nothing queued or held: only then is a request far larger than the queue of six admitted."""
+    service.scheduler.admit(1000).close()
 
 
 def test_segments_come_back_in_order(service: SpeechService) -> None:
@@ -41,17 +94,113 @@ def test_segments_come_back_in_order(service: SpeechService) -> None:
     assert np.allclose(audio, expected)
 
 
-def test_leaving_a_stream_early_cancels_its_queued_segments(service: SpeechService, engine: FakeEngine) -> None:
+def test_a_stream_holds_queue_room_only_while_it_is_iterated(single: SpeechService, engine: FakeEngine) -> None:
+    _, release = hold(engine, SENTENCES[1])
+
+    async def two_requests() -> None:
+        first = single.open(job()).audio()
+        second = single.open(job()).audio()  # opened: not admitted yet, so it holds nothing
+        await anext(first)  # admitted; segments 2 to 19 wait behind segment 1
+        with pytest.raises(QueueFullError):
+            await anext(second)
+        await first.aclose()
+
+    asyncio.run(two_requests())
+    release.set()
+    single.close()
+    assert_holds_nothing(single)
+
+
+def test_a_hang_up_before_the_stream_starts_submits_nothing(single: SpeechService, engine: FakeEngine) -> None:
+    prepared: list[str] = []
+    engine.on_prepare = lambda params: prepared.append(params.text)
+
+    async def hang_up() -> None:
+        pending = asyncio.ensure_future(anext(single.open(job()).audio()))
+        pending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+
+    asyncio.run(hang_up())
+    assert prepared == []
+    assert_holds_nothing(single)
+
+
+def test_a_hang_up_while_segments_are_submitted_cancels_every_one_of_them(
+    single: SpeechService, engine: FakeEngine, metrics: Metrics
+) -> None:
+    engine.gate.clear()  # segment 0 keeps the only worker busy until the end
+    prepared: list[str] = []
+    holding, resume = threading.Event(), threading.Event()
+
+    def slow_phonemizer(params: SynthesisParams) -> None:
+        prepared.append(params.text)
+        if params.text == "Sentence 3.":
+            holding.set()
+            resume.wait(10)
+
+    engine.on_prepare = slow_phonemizer
+
+    async def hang_up() -> None:
+        pending = asyncio.ensure_future(anext(single.open(job()).audio()))
+        assert await asyncio.to_thread(holding.wait, 5)
+        assert await asyncio.to_thread(engine.started.wait, 5)  # segment 0 is on the worker
+        pending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+        resume.set()  # the submitting thread goes on after the hang-up; asyncio.run waits for it to end
+
+    asyncio.run(hang_up())
+    engine.gate.set()
+    single.close()
+    assert prepared == SENTENCES[:4]  # segment 3 was being prepared at the hang-up; nothing after it
+    assert engine.ran == SENTENCES[:1]  # already running at the hang-up
+    assert cancelled(metrics) == 2  # segments 1 and 2; segment 3 was refused, never queued
+    assert_holds_nothing(single)
+
+
+def test_leaving_a_stream_after_its_first_chunk_cancels_the_rest(
+    single: SpeechService, engine: FakeEngine, metrics: Metrics
+) -> None:
+    running, release = hold(engine, SENTENCES[1])
+
     async def first_chunk_only() -> None:
-        stream = service.open(SpeechJob(text=" ".join(f"Sentence {n}." for n in range(20)), voice="fake"))
-        chunks = stream.audio()
+        chunks = single.open(job()).audio()
         await anext(chunks)
+        assert await asyncio.to_thread(running.wait, 5)
         await chunks.aclose()
 
-    engine.delay_s = 0.05
     asyncio.run(first_chunk_only())
-    service.scheduler.close()
-    assert 1 <= len(engine.ran) < 6
+    release.set()
+    single.close()
+    assert engine.ran == SENTENCES[:2]
+    assert cancelled(metrics) == 18
+    assert_holds_nothing(single)
+
+
+def test_a_failing_segment_fails_the_request_and_cancels_the_rest(
+    single: SpeechService, engine: FakeEngine, metrics: Metrics
+) -> None:
+    release = threading.Event()
+
+    def fail_segment_1(texts: list[str]) -> None:
+        if texts == SENTENCES[1:2]:
+            raise RuntimeError("boom")
+        if texts == SENTENCES[2:3]:
+            release.wait(10)  # if the worker takes segment 2 before the request ends, it runs no further
+
+    engine.on_run = fail_segment_1
+
+    async def buffered() -> None:
+        with pytest.raises(EngineError):
+            await single.open(job()).body()
+
+    asyncio.run(buffered())
+    release.set()
+    single.close()
+    assert engine.ran in ([SENTENCES[0]], [SENTENCES[0], SENTENCES[2]])
+    assert cancelled(metrics) == 18 - (len(engine.ran) - 1)  # every other segment was dropped unrun
+    assert_holds_nothing(single)
 
 
 def test_rejects_empty_long_and_unknown(service: SpeechService) -> None:
