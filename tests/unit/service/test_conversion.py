@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.unit.service.test_voice_library import (
+from tests.unit.service.buzz import (
     HIGH,
     LOW,
     RATE,
@@ -37,7 +37,7 @@ from voxserve.errors import DeadlineExceededError, QueueFullError
 from voxserve.net.fetch import FetchOptions, UrlFetcher
 from voxserve.obs.metrics import Metrics
 from voxserve.obs.trace import RequestTrace
-from voxserve.scheduler.pool import Scheduler, SchedulerOptions
+from voxserve.scheduler.pool import Scheduler
 from voxserve.service.conversion import ConversionJob, ConversionService, Upload, VoiceRegistration
 from voxserve.service.speech import SpeechJob, SpeechService
 from voxserve.service.voice_library import VoiceLibrary
@@ -117,18 +117,6 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 def engine() -> BuzzEngine:
     return BuzzEngine()
-
-
-@pytest.fixture
-def metrics() -> Metrics:
-    return Metrics()
-
-
-@pytest.fixture
-def scheduler(metrics: Metrics) -> Iterator[Scheduler]:
-    scheduler = Scheduler(SchedulerOptions(workers=1), metrics)
-    yield scheduler
-    scheduler.close()
 
 
 @pytest.fixture

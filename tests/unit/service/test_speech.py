@@ -25,11 +25,6 @@ def engine() -> FakeEngine:
     return FakeEngine()
 
 
-@pytest.fixture
-def metrics() -> Metrics:
-    return Metrics()
-
-
 def speech_service(
     engine: FakeEngine, options: SchedulerOptions, metrics: Metrics | None = None, **settings: object
 ) -> SpeechService:
