@@ -83,12 +83,11 @@ class ConfigError(VoxError):
     code = "config_error"
 
 
-class QueueFullError(VoxError):
-    """Admission control refused the request; `retry_after_s` estimates when the queue has room."""
+class TooManyRequestsError(VoxError):
+    """429: come back later; `retry_after_s` says when."""
 
     status_code = 429
     error_type = "rate_limit_error"
-    code = "queue_full"
 
     def __init__(self, message: str, retry_after_s: int) -> None:
         super().__init__(message)
@@ -96,6 +95,12 @@ class QueueFullError(VoxError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after_s)}
+
+
+class QueueFullError(TooManyRequestsError):
+    """Admission control refused the request; `retry_after_s` estimates when the queue has room."""
+
+    code = "queue_full"
 
 
 class DeadlineExceededError(VoxError):
@@ -147,17 +152,14 @@ class MisdirectedRequestError(VoxError):
     code = "invalid_host"
 
 
-class RateLimitError(VoxError):
+class RateLimitError(TooManyRequestsError):
     """A key passed one of its limits; `headers` carry `Retry-After` and OpenAI's `x-ratelimit-*` counts."""
 
-    status_code = 429
-    error_type = "rate_limit_error"
     code = "rate_limit_exceeded"
 
     def __init__(self, message: str, retry_after_s: int, limit_headers: dict[str, str]) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
+        super().__init__(message, retry_after_s)
         self.limit_headers = limit_headers
 
     def headers(self) -> dict[str, str]:
-        return {**self.limit_headers, "Retry-After": str(self.retry_after_s)}
+        return {**self.limit_headers, **super().headers()}
