@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.unit.service.test_conversion import SOURCE, SOURCE_S, TARGET, WINDOWS, GatedConverter, wav
 from tests.unit.service.buzz import LOW, RATE, WAIT_S, BuzzEngine, buzz, engine_items, profile_texts
+from tests.unit.service.test_conversion import SOURCE, SOURCE_S, TARGET, WINDOWS, GatedConverter, wav
 from voxserve.api.app import create_app
 from voxserve.audio.decode import decode_audio
 from voxserve.conversion.cancellation import Cancellation

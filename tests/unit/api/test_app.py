@@ -46,7 +46,7 @@ async def serving(
     stopped = asyncio.Event()
     state.on_fatal = stopped.set
     async with app.router.lifespan_context(app):
-        for _ in range(500):
+        for _ in range(3000):  # up to 30 s on a loaded machine; ends as soon as the warm-up does
             if state.ready or state.fatal:
                 break
             await asyncio.sleep(0.01)
