@@ -52,7 +52,7 @@ def speak(service, voice: str, text: str) -> AudioChunk:
     async def collect() -> AudioChunk:
         stream = service.open(SpeechJob(text=text, voice=voice, response_format="wav", use_cache=False))
         chunks = [chunk.samples async for chunk in stream.audio()]
-        return AudioChunk(np.concatenate(chunks), stream.voice.sample_rate)
+        return AudioChunk(np.concatenate(chunks), stream.sample_rate)
 
     return asyncio.run(collect())
 

@@ -130,13 +130,19 @@ def constrained_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ser
     yield from serve(env, tmp_path_factory.mktemp("constrained"))
 
 
-def metric_value(client: httpx.Client, name: str, labels: dict[str, str] | None = None) -> float:
-    """One sample from the server's `/metrics`, parsed with prometheus-client's own parser."""
+def metric_value(
+    client: httpx.Client, name: str, labels: dict[str, str] | None = None, *, absent: float | None = None
+) -> float:
+    """One sample from the server's `/metrics`, parsed with prometheus-client's own parser. A series the server
+    does not export is an error (a renamed metric must fail the test, not read as 0), unless the caller says what
+    it stands for (`absent`: a labelled counter exports nothing before its first increment)."""
     for family in text_string_to_metric_families(client.get("/metrics").text):
         for sample in family.samples:
             if sample.name == name and (labels is None or all(sample.labels.get(k) == v for k, v in labels.items())):
                 return sample.value
-    return 0.0
+    if absent is not None:
+        return absent
+    raise LookupError(f"/metrics has no series {name} {labels or ''}")
 
 
 @pytest.fixture

@@ -118,10 +118,10 @@ def say(
 
 
 async def _write(speech: SpeechService, job: SpeechJob, sink: BinaryIO) -> None:
-    stream = speech.open(job)
-    sink.write(await stream.body())
+    audio = speech.open(job)
+    sink.write(await audio.body())
     sink.flush()
-    console.print(f"{stream.trace.audio_s:.2f} s of audio in {stream.trace.finished_s or 0:.2f} s ({stream.voice_id})")
+    console.print(f"{audio.trace.audio_s:.2f} s of audio in {audio.trace.finished_s or 0:.2f} s ({audio.trace.voice})")
 
 
 voices_app = typer.Typer(help="List voices; add or remove custom voices (in the data directory).")

@@ -24,7 +24,7 @@ from voxserve.audio.decode import decode_audio
 from voxserve.conversion.cancellation import Cancellation
 from voxserve.conversion.pool import ConversionPool, ConversionPoolOptions
 from voxserve.net.fetch import FetchOptions, UrlFetcher
-from voxserve.service.bootstrap import Engines, Services, build_services
+from voxserve.service.bootstrap import Engines, Services, build_services, conversion_options, library_options
 from voxserve.service.conversion import ConversionService
 from voxserve.service.voice_library import VoiceLibrary
 from voxserve.settings import Settings, load_settings
@@ -53,12 +53,12 @@ async def serving(tmp_path: Path, check: Callable[[Server], Awaitable[None]], *,
     pool = ConversionPool(ConversionPoolOptions(conversion_threads=1, max_concurrent_conversions=2))
     # Profiling goes through the app's own scheduler (the library the app builds may not be given it yet).
     library = VoiceLibrary(
-        VoiceStore(tmp_path / "voices"), services.speech.registry, settings, services.speech.scheduler
+        VoiceStore(tmp_path / "voices"), services.speech.registry, library_options(settings), services.speech.scheduler
     )
     fetcher = UrlFetcher(FetchOptions(max_bytes=settings.max_upload_bytes, timeout_s=5))
     await services.conversion.close()
     services = dataclasses.replace(
-        services, conversion=ConversionService(library, converter, fetcher, settings, pool=pool)
+        services, conversion=ConversionService(library, converter, fetcher, conversion_options(settings), pool=pool)
     )
     app = create_app(settings, services)
     # Speech phonemizes and encodes on the default executor: with one thread there, conversion work that ran on

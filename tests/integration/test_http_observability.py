@@ -33,7 +33,7 @@ def settled(http: httpx.Client, name: str, labels: dict[str, str], expected: flo
     """The metric once it reaches `expected` (or its last value after 5 s): a request is recorded just after
     its last byte leaves, so a scrape right after the response can run ahead of it."""
     deadline = time.monotonic() + 5
-    while (value := metric_value(http, name, labels)) != expected and time.monotonic() < deadline:
+    while (value := metric_value(http, name, labels, absent=0.0)) != expected and time.monotonic() < deadline:
         time.sleep(0.02)
     return value
 
@@ -70,12 +70,14 @@ def test_sse_done_event_carries_the_stage_breakdown(http: httpx.Client) -> None:
 def test_request_metrics_move_with_requests(http: httpx.Client) -> None:
     labels = {"route": "/v1/audio/speech", "status": "200", "engine": "piper", "format": "wav"}
     before = {
-        "requests": metric_value(http, "voxserve_requests_total", labels),
-        "latency": metric_value(http, "voxserve_request_duration_seconds_count", {"route": "/v1/audio/speech"}),
-        "ttfa": metric_value(http, "voxserve_time_to_first_audio_seconds_count", {"engine": "piper"}),
-        "model": metric_value(http, "voxserve_stage_duration_seconds_count", {"stage": "model"}),
-        "audio": metric_value(http, "voxserve_audio_seconds_total", {"engine": "piper"}),
-        "rtf": metric_value(http, "voxserve_rtf_ratio_count", {"engine": "piper"}),
+        "requests": metric_value(http, "voxserve_requests_total", labels, absent=0.0),
+        "latency": metric_value(
+            http, "voxserve_request_duration_seconds_count", {"route": "/v1/audio/speech"}, absent=0.0
+        ),
+        "ttfa": metric_value(http, "voxserve_time_to_first_audio_seconds_count", {"engine": "piper"}, absent=0.0),
+        "model": metric_value(http, "voxserve_stage_duration_seconds_count", {"stage": "model"}, absent=0.0),
+        "audio": metric_value(http, "voxserve_audio_seconds_total", {"engine": "piper"}, absent=0.0),
+        "rtf": metric_value(http, "voxserve_rtf_ratio_count", {"engine": "piper"}, absent=0.0),
     }
     for _ in range(2):
         speech(http)
@@ -90,7 +92,7 @@ def test_request_metrics_move_with_requests(http: httpx.Client) -> None:
 
 def test_error_requests_are_counted_by_status(http: httpx.Client) -> None:
     labels = {"route": "/v1/audio/speech", "status": "404", "engine": "none", "format": "flac"}
-    before = metric_value(http, "voxserve_requests_total", labels)
+    before = metric_value(http, "voxserve_requests_total", labels, absent=0.0)
     body = {"input": "hi", "voice": "nobody", "response_format": "flac"}
     assert http.post("/v1/audio/speech", json=body).status_code == 404
     assert settled(http, "voxserve_requests_total", labels, before + 1) == before + 1

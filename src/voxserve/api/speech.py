@@ -12,11 +12,12 @@ from fastapi import APIRouter, Depends, Request, Response
 from voxserve.api.access import metered, require
 from voxserve.api.protocol import SpeechRequest
 from voxserve.api.state import get_speech, get_trace
-from voxserve.api.streaming import streaming_response, unless_disconnected
+from voxserve.api.streaming import audio_response, streaming_response
 from voxserve.obs.trace import RequestTrace
 from voxserve.service.access import Principal
 from voxserve.service.limits import Lease
-from voxserve.service.speech import SpeechService, SpeechStream
+from voxserve.service.response import AudioResponse
+from voxserve.service.speech import SpeechService
 
 router = APIRouter()
 CACHE_BYPASS_VALUES = ("no-cache", "no-store")
@@ -33,15 +34,12 @@ async def create_speech(
 ) -> Response:
     trace.add("receive", trace.elapsed_s(), start_s=trace.started_at)  # reading and validating the body
     lease.charge(len(body.input))
-    stream = speech.open(body.to_job(principal.caller, use_cache=_cache_allowed(request)), trace)
+    audio = speech.open(body.to_job(principal.caller, use_cache=_cache_allowed(request)), trace)
     if body.stream_format == "sse":
         return await streaming_response(
-            request, _sse_events(stream), "text/event-stream", lambda: _headers(stream), error_piece=_error_event
+            request, _sse_events(audio), "text/event-stream", audio.headers, error_piece=_error_event
         )
-    if not body.stream:
-        content = await unless_disconnected(request, stream.body())
-        return Response(content, media_type=stream.content_type, headers=_headers(stream))
-    return await streaming_response(request, stream.encoded(), stream.content_type, lambda: _headers(stream))
+    return await audio_response(request, audio, stream=body.stream)
 
 
 def _cache_allowed(request: Request) -> bool:
@@ -52,12 +50,12 @@ def _cache_allowed(request: Request) -> bool:
     )
 
 
-async def _sse_events(stream: SpeechStream) -> AsyncIterator[bytes]:
-    async with aclosing(stream.encoded()) as pieces:
+async def _sse_events(audio: AudioResponse) -> AsyncIterator[bytes]:
+    async with aclosing(audio.encoded()) as pieces:
         async for piece in pieces:
             yield _event({"type": "speech.audio.delta", "audio": base64.b64encode(piece).decode()})
-    summary = stream.trace.summary()
-    chars = stream.trace.input_chars
+    summary = audio.trace.summary()
+    chars = audio.trace.input_chars
     usage = {
         "input_tokens": chars, "output_tokens": 0, "total_tokens": chars, "input_characters": chars,
         "audio_seconds": summary["audio_s"],
@@ -72,16 +70,3 @@ def _error_event(error: dict[str, object]) -> bytes:
 
 def _event(payload: dict[str, object]) -> bytes:
     return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
-
-
-def _headers(stream: SpeechStream) -> dict[str, str]:
-    headers = {
-        "Server-Timing": stream.trace.server_timing(),
-        "X-Request-Id": stream.trace.request_id,
-        "X-Voxserve-Voice": stream.voice_id,
-        "X-Voxserve-Sample-Rate": str(stream.voice.sample_rate),
-        "X-Voxserve-Cache": stream.cache_status,
-    }
-    if stream.instructions_ignored:
-        headers["X-Voxserve-Instructions"] = "ignored"
-    return headers

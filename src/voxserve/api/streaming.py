@@ -17,6 +17,7 @@ from starlette.types import Scope
 from voxserve.api.errors import error_response
 from voxserve.api.state import get_trace
 from voxserve.errors import ClientDisconnectedError, VoxError
+from voxserve.service.response import AudioResponse
 
 T = TypeVar("T")
 ErrorPiece = Callable[[dict[str, object]], bytes]
@@ -52,6 +53,14 @@ async def streaming_response(
                     yield error_piece(error)
 
     return StreamingResponse(body(), media_type=media_type, headers=headers())
+
+
+async def audio_response(request: Request, audio: AudioResponse, *, stream: bool) -> Response:
+    """`audio` as the client asked: streamed as it is made, or as one body once it is all there."""
+    if stream:
+        return await streaming_response(request, audio.encoded(), audio.content_type, audio.headers)
+    content = await unless_disconnected(request, audio.body())
+    return Response(content, media_type=audio.content_type, headers=audio.headers())
 
 
 def stream_error(scope: Scope) -> VoxError | None:

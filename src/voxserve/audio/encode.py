@@ -42,6 +42,10 @@ class Encoder(Protocol):
         """The remaining bytes; the encoder is finished afterwards."""
         ...
 
+    def close(self) -> None:
+        """Free the encoder whether or not it was flushed (a response cut short); calling it again does nothing."""
+        ...
+
 
 class WavEncoder:
     """16-bit mono WAV: one header with unknown-length markers, then raw frames."""
@@ -58,6 +62,9 @@ class WavEncoder:
     def flush(self) -> bytes:
         header, self._header = self._header or b"", None
         return header
+
+    def close(self) -> None:
+        self._header = None
 
 
 def seal(response_format: str, body: bytes) -> bytes:
@@ -103,6 +110,9 @@ class PcmEncoder:
     def flush(self) -> bytes:
         return to_pcm16(self._resampler.push(np.zeros(0, dtype=np.float32), last=True))
 
+    def close(self) -> None:
+        """Nothing to free: the resampler holds only numpy buffers."""
+
 
 class _ByteSink(io.RawIOBase):
     """A write-only file that hands over whatever the muxer has written since the last `take`."""
@@ -147,6 +157,7 @@ class AvEncoder:
         self._resampler = StreamResampler(sample_rate_hz, rate)
         self._converter = av.AudioResampler(format=self._stream.codec_context.format.name, layout="mono", rate=rate)
         self._rate = rate
+        self._closed = False
 
     def encode(self, samples: np.ndarray) -> bytes:
         self._write(self._resampler.push(samples))
@@ -159,6 +170,15 @@ class AvEncoder:
         self._container.mux(self._stream.encode(None))
         self._container.close()
         return self._sink.take()
+
+    def close(self) -> None:
+        """Close the muxer and drop the codec and resampler now, which ends their threads; an abandoned response
+        would otherwise keep them alive until the garbage collector finds it. Closing twice does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        self._container.close()
+        del self._converter, self._stream
 
     def _write(self, samples: np.ndarray) -> None:
         if not len(samples):

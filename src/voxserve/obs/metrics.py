@@ -159,7 +159,9 @@ class Metrics:
             "voxserve_requests_timed_out", "Requests that passed their deadline (504).", registry=registry
         )
         self.cancelled_requests = Counter(
-            "voxserve_requests_cancelled", "Speech requests whose client went away before the end.", registry=registry
+            "voxserve_requests_cancelled",
+            "Requests whose client went away before the response ended (recorded with status 499).",
+            registry=registry,
         )
         self.cancelled_segments = Counter(
             "voxserve_segments_cancelled", "Queued segments dropped because their request went away.", registry=registry

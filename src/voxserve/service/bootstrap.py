@@ -24,12 +24,12 @@ from voxserve.net.fetch import FetchOptions, UrlFetcher
 from voxserve.obs.telemetry import Telemetry, TelemetryOptions
 from voxserve.scheduler.pool import Scheduler, SchedulerOptions
 from voxserve.service.access import AccessControl
-from voxserve.service.conversion import ConversionService
-from voxserve.service.diagnostics import Diagnostics
+from voxserve.service.conversion import ConversionService, ConversionServiceOptions
+from voxserve.service.diagnostics import Diagnostics, DiagnosticsOptions
 from voxserve.service.limits import KeyLimiter, LimitOptions
 from voxserve.service.profiling import Profiler
-from voxserve.service.speech import SpeechService
-from voxserve.service.voice_library import VoiceLibrary
+from voxserve.service.speech import SpeechOptions, SpeechService
+from voxserve.service.voice_library import LibraryOptions, VoiceLibrary
 from voxserve.service.voices import VoiceRegistry
 from voxserve.settings import Settings
 from voxserve.storage.keys import KeyStore
@@ -144,7 +144,7 @@ def build_services(settings: Settings, engines: Engines | None = None) -> Servic
         telemetry=telemetry,
         speech=speech,
         conversion=build_conversion_service(speech, settings),
-        diagnostics=Diagnostics(speech, settings),
+        diagnostics=Diagnostics(speech, diagnostics_options(settings)),
         profiler=Profiler(speech.registry.engines(), telemetry, settings.profile_dir, keep=settings.profile_keep),
         access=build_access(settings),
         limiter=build_limiter(settings),
@@ -172,12 +172,12 @@ def build_speech_service(
         metrics,
     )
     audio_cache = AudioCache(settings.audio_cache_bytes, settings.audio_cache_dir, settings.audio_cache_disk_bytes)
-    library = VoiceLibrary(VoiceStore(settings.data_dir), registry, settings, scheduler)
+    library = VoiceLibrary(VoiceStore(settings.data_dir), registry, library_options(settings), scheduler)
     metrics.watch_caches(
         lambda: {"phonemes": phonemizer.cache.stats(), "voice_features": library.stats(), **audio_cache.stats()}
     )
     return SpeechService(
-        registry, scheduler, settings, audio_cache=audio_cache, telemetry=telemetry, library=library,
+        registry, scheduler, speech_options(settings), audio_cache=audio_cache, telemetry=telemetry, library=library,
         converter=WorldConverter(settings.conversion_envelope_strength),
     )  # fmt: skip
 
@@ -194,7 +194,52 @@ def build_conversion_service(speech: SpeechService, settings: Settings) -> Conve
     )
     pool = ConversionPool(ConversionPoolOptions(settings.conversion_threads, settings.max_concurrent_conversions))
     converter = WorldConverter(settings.conversion_envelope_strength)
-    return ConversionService(speech.library, converter, fetcher, settings, pool=pool)
+    return ConversionService(speech.library, converter, fetcher, conversion_options(settings), pool=pool)
+
+
+def speech_options(settings: Settings) -> SpeechOptions:
+    return SpeechOptions(
+        max_input_chars=settings.max_input_chars,
+        first_segment_max_chars=settings.first_segment_max_chars,
+        max_segment_chars=settings.max_segment_chars,
+        crossfade_ms=settings.crossfade_ms,
+        request_timeout_s=settings.request_timeout_s,
+        noise_scale=settings.noise_scale,
+        noise_w=settings.noise_w,
+        conversion_overlap_s=settings.conversion_overlap_s,
+        conversion_envelope_strength=settings.conversion_envelope_strength,
+    )
+
+
+def conversion_options(settings: Settings) -> ConversionServiceOptions:
+    return ConversionServiceOptions(
+        request_timeout_s=settings.request_timeout_s,
+        max_upload_bytes=settings.max_upload_bytes,
+        max_source_s=settings.max_source_s,
+        reference_max_s=settings.reference_max_s,
+        overlap_s=settings.conversion_overlap_s,
+        window_s=settings.conversion_window_s,
+    )
+
+
+def library_options(settings: Settings) -> LibraryOptions:
+    return LibraryOptions(
+        cache_size=settings.voice_cache_size,
+        preload=tuple(settings.voice_preload),
+        reference_min_s=settings.reference_min_s,
+        reference_max_s=settings.reference_max_s,
+        request_timeout_s=settings.request_timeout_s,
+        custom_voice_base=settings.custom_voice_base,
+        max_segment_chars=settings.max_segment_chars,
+    )
+
+
+def diagnostics_options(settings: Settings) -> DiagnosticsOptions:
+    return DiagnosticsOptions(
+        config=settings.model_dump(mode="json"),
+        intra_op_threads=settings.threads_per_worker,
+        solo_intra_op_threads=settings.solo_threads,
+    )
 
 
 def build_access(settings: Settings) -> AccessControl:

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -17,7 +16,6 @@ import numpy as np
 import soxr
 
 from voxserve.audio.decode import decode_audio
-from voxserve.audio.encode import CONTENT_TYPES
 from voxserve.conversion.base import ConversionOptions, ConversionPlan, Converter
 from voxserve.conversion.cancellation import Cancellation
 from voxserve.conversion.features import VoiceFeatures, extract_voice_features
@@ -27,9 +25,8 @@ from voxserve.conversion.world import analysis_rate
 from voxserve.errors import DeadlineExceededError, InvalidRequestError
 from voxserve.net.fetch import UrlFetcher
 from voxserve.obs.trace import RequestTrace
-from voxserve.service.encoding import encode_chunks, whole_body
+from voxserve.service.response import AudioResponse
 from voxserve.service.voice_library import VoiceLibrary
-from voxserve.settings import Settings
 from voxserve.storage.voices import CustomVoice
 from voxserve.types import AudioChunk, Caller
 
@@ -37,6 +34,18 @@ T = TypeVar("T")
 # The source's own voice is measured on its first stretch, so a long source starts streaming quickly.
 SOURCE_PROFILE_S = 15.0
 MIN_SOURCE_S = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class ConversionServiceOptions:
+    """What the conversion service is configured with (the composition root fills it from `Settings`)."""
+
+    request_timeout_s: float
+    max_upload_bytes: int
+    max_source_s: float
+    reference_max_s: float
+    overlap_s: float  # between conversion windows
+    window_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,55 +115,33 @@ class _AdmittedWork:
         self._slot.release()
 
 
-class ConversionStream:
-    """One conversion's audio, converted window by window as the body is read. The conversion holds its slot in
-    the pool until the audio ends or the reader leaves; each window is a step its deadline can stop."""
+class _ConversionAudio:
+    """One conversion's audio, converted window by window as it is read. The conversion holds its slot in the
+    pool until the audio ends or the reader leaves; each window is a step its deadline can stop."""
 
     def __init__(
-        self, source: AudioChunk, plan: ConversionPlan, response_format: str, work: _AdmittedWork, settings: Settings
+        self, source: AudioChunk, plan: ConversionPlan, work: _AdmittedWork, options: ConversionServiceOptions
     ) -> None:
-        self.trace = work.trace
-        self.response_format = response_format
-        self.sample_rate = source.sample_rate
         self._source = source
         self._plan = plan
         self._work = work
-        self._settings = settings
-        # A stream dropped unread (its request failed before the body started) still gives its slot back.
+        self._options = options
+        # Audio dropped unread (its request failed before the body started) still gives its slot back.
         weakref.finalize(self, work.finish)
 
-    @property
-    def content_type(self) -> str:
-        return CONTENT_TYPES[self.response_format]
-
-    async def audio(self) -> AsyncIterator[AudioChunk]:
-        """The converted audio, chunk by chunk. Lazy: each window is converted as the previous chunk is taken."""
+    async def chunks(self) -> AsyncGenerator[AudioChunk, None]:
+        rate = self._source.sample_rate
         try:
-            windows = WindowedConversion(self._plan, self.sample_rate, overlap_s=self._settings.conversion_overlap_s)
-            step = round(self._settings.conversion_window_s * self.sample_rate)
+            windows = WindowedConversion(self._plan, rate, overlap_s=self._options.overlap_s)
+            step = round(self._options.window_s * rate)
             samples = self._source.samples
             for start in range(0, len(samples), step):
                 converted = await self._work.run("convert", windows.push, samples[start : start + step])
                 if len(converted):
-                    yield self._chunk(converted)
-            yield self._chunk(await self._work.run("convert", windows.flush))
+                    yield AudioChunk(converted, rate)
+            yield AudioChunk(await self._work.run("convert", windows.flush), rate)
         finally:
             self._work.finish()
-
-    async def encoded(self) -> AsyncIterator[bytes]:
-        """The response body, piece by piece. Lazy, like `audio()`; leaving early stops the conversion."""
-        chunks = self.audio()
-        body = encode_chunks(chunks, self.response_format, self.sample_rate, self.trace)
-        async with aclosing(chunks), aclosing(body):
-            async for piece in body:
-                yield piece
-
-    async def body(self) -> bytes:
-        return await whole_body(self.response_format, self.encoded())
-
-    def _chunk(self, samples: np.ndarray) -> AudioChunk:
-        self.trace.audio_s += len(samples) / self.sample_rate
-        return AudioChunk(samples, self.sample_rate)
 
 
 class ConversionService:
@@ -162,17 +149,17 @@ class ConversionService:
     progress at once) and bounded by `request_timeout_s` from when the request arrived."""
 
     def __init__(
-        self, library: VoiceLibrary, converter: Converter, fetcher: UrlFetcher, settings: Settings, *,
+        self, library: VoiceLibrary, converter: Converter, fetcher: UrlFetcher, options: ConversionServiceOptions, *,
         pool: ConversionPool | None = None,
     ) -> None:  # fmt: skip
         self.library = library
         self.converter = converter
         self.fetcher = fetcher
         self.pool = pool or ConversionPool()
-        self.max_upload_bytes = settings.max_upload_bytes
-        self._settings = settings
+        self.max_upload_bytes = options.max_upload_bytes
+        self._options = options
 
-    async def open(self, job: ConversionJob, trace: RequestTrace) -> ConversionStream:
+    async def open(self, job: ConversionJob, trace: RequestTrace) -> AudioResponse:
         """Fetch (in parallel), decode and analyse what the job names; the conversion itself runs as the
         stream is read. Raises a `VoxError` for any input a client got wrong, `QueueFullError` when the server
         runs as many conversions as it may, `DeadlineExceededError` past the request's deadline."""
@@ -196,7 +183,8 @@ class ConversionService:
             raise
         trace.voice = job.voice or "recording"
         trace.engine = self.converter.name
-        return ConversionStream(audio, plan, job.response_format, work, self._settings)
+        converted = _ConversionAudio(audio, plan, work, self._options)
+        return AudioResponse(converted.chunks, job.response_format, audio.sample_rate, trace)
 
     async def register_voice(self, registration: VoiceRegistration, trace: RequestTrace) -> CustomVoice:
         """Fetch or take the reference recording, decode and analyse it, and persist the voice. Admitted and
@@ -210,7 +198,7 @@ class ConversionService:
             assert reference is not None
             audio = await work.run(
                 "decode", decode_audio, reference.data, reference.content_type,
-                max_seconds=self._settings.reference_max_s,
+                max_seconds=self._options.reference_max_s,
             )  # fmt: skip
             return await work.run(
                 "analyze", self.library.register, registration.name, audio, registration.base_voice,
@@ -221,7 +209,7 @@ class ConversionService:
 
     def _admit(self, trace: RequestTrace) -> _AdmittedWork:
         slot = self.pool.admit()
-        cancellation = Cancellation(trace.started_at + self._settings.request_timeout_s)
+        cancellation = Cancellation(trace.started_at + self._options.request_timeout_s)
         return _AdmittedWork(self.pool, slot, cancellation, trace)
 
     async def _upload(self, upload: Upload | None, url: str | None, param: str) -> Upload | None:
@@ -230,7 +218,7 @@ class ConversionService:
         return Upload(await self.fetcher.fetch(url, param))
 
     def _decode_source(self, source: Upload) -> AudioChunk:
-        audio = decode_audio(source.data, source.content_type, param="file", max_seconds=self._settings.max_source_s)
+        audio = decode_audio(source.data, source.content_type, param="file", max_seconds=self._options.max_source_s)
         if audio.duration_s < MIN_SOURCE_S:
             raise InvalidRequestError(
                 f"file: the source is {audio.duration_s:.2f} s; at least {MIN_SOURCE_S:g} s is needed",
@@ -256,7 +244,7 @@ class ConversionService:
             return self.library.target_features(job.voice, job.caller, cancellation)
         assert target is not None
         recording = decode_audio(
-            target.data, target.content_type, param="target", max_seconds=self._settings.reference_max_s
+            target.data, target.content_type, param="target", max_seconds=self._options.reference_max_s
         )
         return self.library.recording_features(recording)
 

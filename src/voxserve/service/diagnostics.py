@@ -8,6 +8,8 @@ import importlib.metadata
 import platform
 import threading
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,7 @@ from voxserve.obs.system import SystemSummary
 from voxserve.obs.trace import RequestTrace, sum_stages
 from voxserve.obs.window import WindowStats, percentile
 from voxserve.service.speech import SpeechJob, SpeechService
-from voxserve.settings import Settings, available_cores
+from voxserve.settings import available_cores
 
 # The built-in benchmark corpus: fixed, so two machines (or two builds) run the same work. Short, medium and
 # long utterances, plain prose, numbers and punctuation.
@@ -75,12 +77,21 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+@dataclass(frozen=True, slots=True)
+class DiagnosticsOptions:
+    """What the snapshot reports about the configuration (the composition root fills it from `Settings`)."""
+
+    config: Mapping[str, object]  # every setting in force, secrets masked
+    intra_op_threads: int
+    solo_intra_op_threads: int
+
+
 class Diagnostics:
     """Reads the service's telemetry; runs one benchmark at a time."""
 
-    def __init__(self, speech: SpeechService, settings: Settings) -> None:
+    def __init__(self, speech: SpeechService, options: DiagnosticsOptions) -> None:
         self._speech = speech
-        self._settings = settings
+        self._options = options
         self._benchmark_running = threading.Lock()
 
     def _window(self) -> tuple[WindowStats, SystemSummary | None, dict[str, float | None]]:
@@ -92,18 +103,18 @@ class Diagnostics:
     def performance(self) -> dict[str, object]:
         """Versions, runtimes, threads, config in force, machine, GPUs and the recent window, in one snapshot."""
         telemetry = self._speech.telemetry
-        settings = self._settings
+        options = self._options
         stats, system, loop_lag = self._window()
         return {
             "versions": versions(),
             "engines": {engine.name: engine.runtime_info() for engine in self._speech.registry.engines()},
             "threads": {
                 "workers": self._speech.scheduler.workers,
-                "intra_op_threads": settings.threads_per_worker,
-                "solo_intra_op_threads": settings.solo_threads,
+                "intra_op_threads": options.intra_op_threads,
+                "solo_intra_op_threads": options.solo_intra_op_threads,
                 "max_batch_size": self._speech.scheduler.options.max_batch_size,
             },
-            "config": settings.model_dump(mode="json"),
+            "config": dict(options.config),
             "system": {**machine(), "recent": None if system is None else system.as_dict()},
             "gpu": {
                 "available": telemetry.gpu.available,
@@ -141,7 +152,7 @@ class Diagnostics:
             raise InvalidRequestError(f"seconds must be in (0, {MAX_BENCHMARK_S:g}]", param="seconds")
         if not 1 <= concurrency <= MAX_BENCHMARK_CONCURRENCY:
             raise InvalidRequestError(f"concurrency must be 1..{MAX_BENCHMARK_CONCURRENCY}", param="concurrency")
-        voice = voice or self._settings.default_voice
+        voice = voice or self._speech.registry.default_voice.id
         self._speech.registry.resolve(voice, "tts-1")
         if not self._benchmark_running.acquire(blocking=False):
             raise ConflictError("a benchmark is already running")
@@ -162,10 +173,10 @@ class Diagnostics:
             while time.perf_counter() < stop_at:
                 text = BENCHMARK_CORPUS[next(next_text) % len(BENCHMARK_CORPUS)]
                 job = SpeechJob(text=text, voice=voice, response_format=response_format, use_cache=False)
-                stream = self._speech.open(job, RequestTrace())
-                async for _ in stream.encoded():
+                response = self._speech.open(job, RequestTrace())
+                async for _ in response.encoded():
                     pass
-                traces.append(stream.trace)
+                traces.append(response.trace)
 
         await asyncio.gather(*(client() for _ in range(concurrency)))
         wall = time.perf_counter() - started

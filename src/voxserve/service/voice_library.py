@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -34,7 +35,7 @@ from voxserve.frontend.segment import segment_text
 from voxserve.obs.trace import RequestTrace
 from voxserve.scheduler.pool import Priority, Scheduler
 from voxserve.service.voices import VoiceRegistry
-from voxserve.settings import OPENAI_MODEL_NAMES, Settings
+from voxserve.settings import OPENAI_MODEL_NAMES
 from voxserve.storage.voices import CustomVoice, VoiceStore, new_voice_id
 from voxserve.types import AudioChunk, Caller, SynthesisParams, VoiceInfo
 
@@ -51,14 +52,29 @@ ANY_MODEL = OPENAI_MODEL_NAMES[0]
 _VOICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}")
 
 
+@dataclass(frozen=True, slots=True)
+class LibraryOptions:
+    """What the voice library is configured with (the composition root fills it from `Settings`)."""
+
+    cache_size: int  # voices' features kept in memory
+    preload: tuple[str, ...]  # custom voices (ids or names) whose features load at start-up
+    reference_min_s: float
+    reference_max_s: float
+    request_timeout_s: float  # how long a profile may take when its caller gives no deadline
+    custom_voice_base: str | None  # the base voice of new custom voices; None picks the closest in pitch
+    max_segment_chars: int
+
+
 class VoiceLibrary:
     """`scheduler` is the one speech uses, so profiling built-in voices takes its turn with speech segments."""
 
-    def __init__(self, store: VoiceStore, registry: VoiceRegistry, settings: Settings, scheduler: Scheduler) -> None:
+    def __init__(
+        self, store: VoiceStore, registry: VoiceRegistry, options: LibraryOptions, scheduler: Scheduler
+    ) -> None:
         self.store = store
         self._registry = registry
-        self._settings = settings
-        self._cache: LruCache[str, VoiceFeatures] = LruCache(settings.voice_cache_size)
+        self._options = options
+        self._cache: LruCache[str, VoiceFeatures] = LruCache(options.cache_size)
         self._scheduler = scheduler
         self._profiles: dict[str, Future[VoiceFeatures]] = {}
         self._profiles_lock = threading.Lock()
@@ -170,14 +186,21 @@ class VoiceLibrary:
         return self.builtin_features(self._registry.resolve(id_or_name, ANY_MODEL), cancellation, tenant=caller.tenant)
 
     def preload(self) -> None:
-        """Load the configured voices' features (and their base voices') so first requests find them cached."""
-        for id_or_name in self._settings.voice_preload:
+        """Load the configured voices' features (and their base voices') so first requests find them cached. An
+        entry that cannot be loaded (unknown, its files gone, its base voice no longer installed) is skipped
+        with a warning naming the cause: the server still starts, and requests for that voice fail on their own."""
+        for id_or_name in self._options.preload:
             voice = self.store.find(id_or_name)
             if voice is None:
                 logger.warning("voice_preload names %r, which is not a custom voice; skipped", id_or_name)
                 continue
-            self.features(voice)
-            self.builtin_features(self._registry.resolve(voice.base_voice, ANY_MODEL))
+            try:
+                self.features(voice)
+                self.builtin_features(self._registry.resolve(voice.base_voice, ANY_MODEL))
+            except Exception as exc:
+                logger.warning(
+                    "voice_preload: voice %r (%s) could not be loaded; skipped: %s", voice.name, voice.id, exc
+                )
 
     def stats(self) -> CacheStats:
         return self._cache.stats()
@@ -203,7 +226,7 @@ class VoiceLibrary:
             raise ConflictError(f"{name!r} is a built-in voice name", param="name", code="voice_exists")
 
     def _check_reference_length(self, reference: AudioChunk, param: str = "file") -> None:
-        low, high = self._settings.reference_min_s, self._settings.reference_max_s
+        low, high = self._options.reference_min_s, self._options.reference_max_s
         if reference.duration_s < low:
             raise InvalidRequestError(
                 f"{param}: the reference is {reference.duration_s:.1f} s; at least {low:g} s of speech is needed",
@@ -218,12 +241,12 @@ class VoiceLibrary:
             )
 
     def _new_cancellation(self) -> Cancellation:
-        return Cancellation.after(self._settings.request_timeout_s)
+        return Cancellation.after(self._options.request_timeout_s)
 
     def _base_voice(
         self, requested: str | None, features: VoiceFeatures, cancellation: Cancellation, tenant: str
     ) -> VoiceInfo:
-        chosen = requested or self._settings.custom_voice_base
+        chosen = requested or self._options.custom_voice_base
         if chosen:
             return self._registry.resolve(chosen, ANY_MODEL)
         engine = self._registry.default_voice.engine
@@ -252,28 +275,27 @@ class VoiceLibrary:
                 del self._profiles[key]
 
     def _speak_profile(self, voice: VoiceInfo, cancellation: Cancellation, tenant: str) -> AudioChunk:
-        """`PROFILE_TEXT` in `voice`, segment by segment through the scheduler: behind speech that plays sooner,
-        dropped unrun past the deadline, and withdrawn when the request stops."""
+        """`PROFILE_TEXT` in `voice`, segment by segment through the scheduler: admitted like a request (429 when
+        the queue is full), behind speech that plays sooner, dropped unrun past the deadline, and withdrawn when
+        the request stops."""
         engine = self._registry.engine(voice)
         texts = segment_text(
             PROFILE_TEXT,
-            first_segment_max_chars=self._settings.max_segment_chars,
-            max_segment_chars=self._settings.max_segment_chars,
+            first_segment_max_chars=self._options.max_segment_chars,
+            max_segment_chars=self._options.max_segment_chars,
         )
         trace = RequestTrace(f"profile-{voice.id}", enabled=False)
         deadline = cancellation.deadline
         segments = [engine.prepare(SynthesisParams(text=text, voice=voice)) for text in texts]
-        futures = [
-            self._scheduler.submit(
-                engine, segment, trace, priority=Priority.LATER_SEGMENT, due=deadline, deadline=deadline, tenant=tenant
-            )
-            for segment in segments
-        ]
-        try:
+        with self._scheduler.admit(len(segments)) as reservation:  # closing it withdraws whatever is still queued
+            futures = [
+                self._scheduler.submit(
+                    engine, segment, trace, priority=Priority.LATER_SEGMENT, due=deadline, deadline=deadline,
+                    tenant=tenant, reservation=reservation,
+                )
+                for segment in segments
+            ]  # fmt: skip
             audio = np.concatenate([cancellation.wait(future) for future in futures])
-        finally:
-            for future in futures:
-                future.cancel()
         return AudioChunk(audio, voice.sample_rate)
 
 

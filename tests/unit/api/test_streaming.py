@@ -19,7 +19,7 @@ from fastapi import FastAPI, Request, Response
 from starlette.types import Message, Receive, Scope, Send
 
 from tests.fakes import FAKE_VOICE, FakeEngine
-from voxserve.api.app import create_app
+from tests.unit.api.inprocess import running_app
 from voxserve.api.errors import install_error_handlers
 from voxserve.api.middleware import TelemetryMiddleware
 from voxserve.api.state import AppState
@@ -27,7 +27,6 @@ from voxserve.api.streaming import streaming_response
 from voxserve.errors import DeadlineExceededError
 from voxserve.obs.metrics import Metrics
 from voxserve.obs.telemetry import Telemetry, TelemetryOptions
-from voxserve.service.bootstrap import Engines, build_services
 from voxserve.settings import Settings
 
 SPEECH = "/v1/audio/speech"
@@ -84,15 +83,9 @@ async def call(app: FastAPI, telemetry: Telemetry, path: str, body: dict[str, ob
 def speak(tmp_path: Path, engine: FakeEngine, **body: object) -> Outcome:
     """One speech request to a whole app in-process around `engine`."""
     settings = Settings(default_voice=FAKE_VOICE.id, espeak_voices=False, data_dir=tmp_path, audio_cache_bytes=0)
-    services = build_services(settings, Engines([engine], on_gpu=False))
-    app = create_app(settings, services)
 
     async def run() -> Outcome:
-        async with app.router.lifespan_context(app):
-            for _ in range(500):
-                if app.state.voxserve.ready:
-                    break
-                await asyncio.sleep(0.01)
+        async with running_app(settings, [engine]) as (app, services):
             return await call(app, services.telemetry, SPEECH, {"voice": "fake", "response_format": "wav", **body})
 
     return asyncio.run(run())

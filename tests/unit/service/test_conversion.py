@@ -38,6 +38,7 @@ from voxserve.net.fetch import FetchOptions, UrlFetcher
 from voxserve.obs.metrics import Metrics
 from voxserve.obs.trace import RequestTrace
 from voxserve.scheduler.pool import Scheduler
+from voxserve.service.bootstrap import conversion_options, library_options, speech_options
 from voxserve.service.conversion import ConversionJob, ConversionService, Upload, VoiceRegistration
 from voxserve.service.speech import SpeechJob, SpeechService
 from voxserve.service.voice_library import VoiceLibrary
@@ -133,9 +134,11 @@ def pool() -> ConversionPool:
 def service(
     engine: BuzzEngine, scheduler: Scheduler, settings: Settings, converter: GatedConverter, pool: ConversionPool
 ) -> Iterator[ConversionService]:
-    library = VoiceLibrary(VoiceStore(settings.data_dir), VoiceRegistry([engine], {}, LOW.id), settings, scheduler)
+    library = VoiceLibrary(
+        VoiceStore(settings.data_dir), VoiceRegistry([engine], {}, LOW.id), library_options(settings), scheduler
+    )
     fetcher = UrlFetcher(FetchOptions(max_bytes=settings.max_upload_bytes, timeout_s=5))
-    service = ConversionService(library, converter, fetcher, settings, pool=pool)
+    service = ConversionService(library, converter, fetcher, conversion_options(settings), pool=pool)
     yield service
     converter.gate.set()
     engine.gate.set()
@@ -206,7 +209,7 @@ def test_speech_is_served_while_conversions_hold_every_conversion_thread(
     service: ConversionService, converter: GatedConverter, engine: BuzzEngine, scheduler: Scheduler,
     settings: Settings,
 ) -> None:  # fmt: skip
-    speech = SpeechService(VoiceRegistry([engine], {}, LOW.id), scheduler, settings)
+    speech = SpeechService(VoiceRegistry([engine], {}, LOW.id), scheduler, speech_options(settings))
 
     async def scenario() -> bytes:
         # Speech phonemizes and encodes on the default executor: with one thread there, a conversion that ran

@@ -11,6 +11,7 @@ from tests.fakes import FakeEngine
 from voxserve.errors import EngineError, InputTooLongError, InvalidRequestError, QueueFullError, VoiceNotFoundError
 from voxserve.obs.metrics import Metrics
 from voxserve.scheduler.pool import Scheduler, SchedulerOptions
+from voxserve.service.bootstrap import speech_options
 from voxserve.service.speech import SpeechJob, SpeechService
 from voxserve.service.voices import VoiceRegistry
 from voxserve.settings import load_settings
@@ -31,7 +32,7 @@ def speech_service(
     loaded = load_settings(
         default_voice="fake", crossfade_ms=0, max_input_chars=400, first_segment_max_chars=20, **settings
     )
-    return SpeechService(VoiceRegistry([engine], {}, "fake"), Scheduler(options, metrics), loaded)
+    return SpeechService(VoiceRegistry([engine], {}, "fake"), Scheduler(options, metrics), speech_options(loaded))
 
 
 @pytest.fixture

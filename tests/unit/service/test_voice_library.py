@@ -3,6 +3,8 @@ one profile per voice however many callers ask, and a registration whose request
 
 from __future__ import annotations
 
+import logging
+import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,9 +24,10 @@ from tests.unit.service.buzz import (
     profile_texts,
 )
 from voxserve.conversion.cancellation import Cancellation
-from voxserve.errors import ClientDisconnectedError, DeadlineExceededError
+from voxserve.errors import ClientDisconnectedError, DeadlineExceededError, QueueFullError
 from voxserve.obs.metrics import Metrics
-from voxserve.scheduler.pool import Scheduler
+from voxserve.scheduler.pool import Scheduler, SchedulerOptions
+from voxserve.service.bootstrap import library_options
 from voxserve.service.voice_library import VoiceLibrary
 from voxserve.service.voices import VoiceRegistry
 from voxserve.settings import Settings
@@ -44,7 +47,9 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def library(engine: BuzzEngine, scheduler: Scheduler, settings: Settings) -> Iterator[VoiceLibrary]:
-    library = VoiceLibrary(VoiceStore(settings.data_dir), VoiceRegistry([engine], {}, LOW.id), settings, scheduler)
+    library = VoiceLibrary(
+        VoiceStore(settings.data_dir), VoiceRegistry([engine], {}, LOW.id), library_options(settings), scheduler
+    )
     yield library
     engine.gate.set()
     library.close()
@@ -142,3 +147,39 @@ def test_cancellation_commits_once_and_then_cannot_be_cancelled() -> None:
     assert expired.cancelled
     with pytest.raises(DeadlineExceededError):
         expired.wait(Future())
+
+
+def test_a_profile_is_admitted_like_a_request_and_refused_when_the_queue_is_full(
+    engine: BuzzEngine, metrics: Metrics, settings: Settings
+) -> None:
+    scheduler = Scheduler(SchedulerOptions(workers=1, max_queue_size=len(profile_texts(settings))), metrics)
+    library = VoiceLibrary(
+        VoiceStore(settings.data_dir), VoiceRegistry([engine], {}, LOW.id), library_options(settings), scheduler
+    )
+    try:
+        # Another request holds room, so the profile's segments no longer fit.
+        with scheduler.admit(1), pytest.raises(QueueFullError):
+            library.builtin_features(HIGH)
+        assert engine.ran == []
+        assert library.builtin_features(HIGH).f0_median_hz == pytest.approx(220.0, rel=0.05)
+    finally:
+        scheduler.close()
+        library.close()
+
+
+def test_preload_skips_a_voice_it_cannot_load_and_loads_the_rest(
+    library: VoiceLibrary, engine: BuzzEngine, scheduler: Scheduler, settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    broken = library.register("broken", buzz(200.0, 2.0))
+    kept = library.register("kept", buzz(120.0, 2.0))
+    shutil.rmtree(library.store.directory / broken.id)  # its files are gone; its row is still there
+    preloading = settings.model_copy(update={"voice_preload": ["missing", "broken", "kept"]})
+    restarted = VoiceLibrary(library.store, VoiceRegistry([engine], {}, LOW.id), library_options(preloading), scheduler)
+    with caplog.at_level(logging.WARNING, logger="voxserve.service.voice_library"):
+        restarted.preload()
+    assert "'missing', which is not a custom voice" in caplog.text
+    assert f"voice 'broken' ({broken.id}) could not be loaded" in caplog.text
+    assert restarted.stats().entries == 2  # kept's features and its base voice's profile
+    assert restarted.features(kept).f0_median_hz == pytest.approx(120.0, rel=0.05)
+    assert restarted.stats().hits == 1
