@@ -5,6 +5,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import os
+import sys
+import threading
 
 logger = logging.getLogger(__name__)
 
@@ -23,3 +26,15 @@ def limit_malloc_arenas(arenas: int) -> None:
         return
     if not ctypes.CDLL(library).mallopt(_M_ARENA_MAX, arenas):
         logger.warning("mallopt(M_ARENA_MAX, %d) was refused", arenas)
+
+
+def lower_thread_priority(niceness: int) -> None:
+    """Lower the calling thread's CPU priority by `niceness` (Linux, where each thread has its own nice value).
+    Background work (conversions) then takes only the CPU that interactive speech leaves idle, and all of it when
+    speech is idle. Raising niceness needs no privilege; elsewhere, or at 0, nothing changes."""
+    if niceness <= 0 or sys.platform != "linux":
+        return  # on other systems PRIO_PROCESS with a thread id would name some other process
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+    except OSError as exc:
+        logger.warning("could not lower the priority of thread %s: %s", threading.current_thread().name, exc)

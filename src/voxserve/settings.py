@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     max_concurrent_conversions: int = Field(
         2, ge=1, description="Conversions and voice registrations in progress at once; more get 429."
     )
+    conversion_niceness: int = Field(
+        10, ge=0, le=19, description="How far below speech the conversion threads' CPU priority is (Linux); 0 = same."
+    )
     conversion_window_s: float = Field(4.0, ge=0.5, description="Audio converted per step when streaming.")
     conversion_overlap_s: float = Field(0.2, ge=0.01, le=1.0)
     conversion_envelope_strength: float = Field(1.0, ge=0.0, le=1.0, description="How far timbre moves (0-1).")

@@ -19,6 +19,7 @@ from typing import TypeVar
 
 from voxserve.conversion.cancellation import Cancellation
 from voxserve.errors import ClientDisconnectedError, DeadlineExceededError, QueueFullError
+from voxserve.process import lower_thread_priority
 
 T = TypeVar("T")
 # How long a conversion holds its slot, assumed until the first one has finished (then measured).
@@ -29,14 +30,18 @@ THREAD_PREFIX = "voxserve-convert"
 @dataclass(frozen=True, slots=True)
 class ConversionPoolOptions:
     """`conversion_threads` run the work; `max_concurrent_conversions` may be in progress (more than the threads:
-    a streamed conversion waits on its client, a registration on the scheduler)."""
+    a streamed conversion waits on its client, a registration on the scheduler). The threads run `niceness`
+    below speech's priority, so on a busy machine speech gets the cores first."""
 
     conversion_threads: int = 1
     max_concurrent_conversions: int = 2
+    niceness: int = 10
 
     def __post_init__(self) -> None:
         if self.conversion_threads < 1 or self.max_concurrent_conversions < 1:
             raise ValueError("conversion_threads and max_concurrent_conversions must be at least 1")
+        if not 0 <= self.niceness <= 19:
+            raise ValueError("niceness must be 0..19")
 
 
 class Slot:
@@ -58,7 +63,12 @@ class Slot:
 class ConversionPool:
     def __init__(self, options: ConversionPoolOptions | None = None) -> None:
         self.options = options or ConversionPoolOptions()
-        self._executor = ThreadPoolExecutor(self.options.conversion_threads, thread_name_prefix=THREAD_PREFIX)
+        self._executor = ThreadPoolExecutor(
+            self.options.conversion_threads,
+            thread_name_prefix=THREAD_PREFIX,
+            initializer=lower_thread_priority,
+            initargs=(self.options.niceness,),
+        )
         self._lock = threading.Lock()
         self._admitted_at: dict[int, float] = {}
         self._ids = itertools.count()

@@ -192,7 +192,11 @@ def build_conversion_service(speech: SpeechService, settings: Settings) -> Conve
             allow_private=settings.allow_private_urls,
         )
     )
-    pool = ConversionPool(ConversionPoolOptions(settings.conversion_threads, settings.max_concurrent_conversions))
+    pool = ConversionPool(
+        ConversionPoolOptions(
+            settings.conversion_threads, settings.max_concurrent_conversions, settings.conversion_niceness
+        )
+    )
     converter = WorldConverter(settings.conversion_envelope_strength)
     return ConversionService(speech.library, converter, fetcher, conversion_options(settings), pool=pool)
 
