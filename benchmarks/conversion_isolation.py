@@ -68,8 +68,8 @@ SOURCE_CHARS = 1200  # about 60 s with the bundled voice (~19 characters a secon
 MAX_RETRY_PAUSE_S = 1.0
 # A converted recording is as long as its source; a shorter one was cut off mid-stream.
 LENGTH_TOLERANCE_S = 0.1
-SERVER_CONFIG_KEYS = ("max_concurrent_conversions", "conversion_threads", "conversion_window_s", "max_source_s",
-                      "max_input_chars", "request_timeout_s", "workers")  # fmt: skip
+SERVER_CONFIG_KEYS = ("max_concurrent_conversions", "conversion_threads", "conversion_niceness", "conversion_window_s",
+                      "max_source_s", "max_input_chars", "request_timeout_s", "workers")  # fmt: skip
 SAMPLE_ERRORS = 5
 
 
