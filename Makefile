@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint venv clean
+.PHONY: serve test stress lint venv clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The whole suite 5 times in a row while a CPU hog keeps every core busy (about 40 minutes on 2 cores).
+stress: $(STAMP)
+	$(BIN)/python benchmarks/stress_suite.py --runs 5 -o docs/bench/stress_suite.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
