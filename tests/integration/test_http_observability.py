@@ -14,6 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ServerProcess, metric_value
+from voxserve.obs.gpu import GpuProbe
 
 VOICE = "en_US-joe-medium"
 SHORT = "One short line."
@@ -106,12 +107,22 @@ def test_process_and_event_loop_metrics_are_exported(http: httpx.Client) -> None
     assert "voxserve_queue_pending_audio_seconds" in families
 
 
-def test_gpu_probes_degrade_cleanly_without_a_gpu(http: httpx.Client) -> None:
-    assert metric_value(http, "voxserve_gpu_available") == 0
-    gpu = http.get("/diagnostics/performance").json()["gpu"]
-    assert gpu["available"] is False
-    assert gpu["devices"] == []
-    assert "no NVIDIA GPU" in gpu["reason"]
+def test_gpu_probes_report_what_this_host_has(http: httpx.Client) -> None:
+    """Without a GPU the probes degrade cleanly and say why; with one they read it. Either way the server and a
+    probe in this process agree (so the test passes on a GPU host too, checking the other branch)."""
+    local = GpuProbe()
+    try:
+        assert metric_value(http, "voxserve_gpu_available") == len(local.read())
+        gpu = http.get("/diagnostics/performance").json()["gpu"]
+        assert gpu["available"] is local.available
+        if local.available:
+            assert len(gpu["devices"]) == len(local.read())
+            assert all(device["name"] for device in gpu["devices"])
+        else:
+            assert gpu["devices"] == []
+            assert "no NVIDIA GPU" in gpu["reason"]
+    finally:
+        local.close()
 
 
 def test_performance_snapshot_describes_the_server(http: httpx.Client) -> None:
@@ -220,12 +231,14 @@ def test_diagnostics_can_be_turned_off(constrained_server: ServerProcess) -> Non
 
 
 def test_summary_line_is_logged_every_n_requests(http: httpx.Client, server: ServerProcess) -> None:
-    for _ in range(5):
+    # Only what these requests make the server write counts: earlier tests' lines are already in the log.
+    already = len(server.log_text())
+    for _ in range(5):  # the test server logs a summary every 5 speech requests
         speech(http)
     deadline = time.monotonic() + 5
-    while "summary requests=" not in server.log_text() and time.monotonic() < deadline:
+    while "summary requests=" not in server.log_text()[already:] and time.monotonic() < deadline:
         time.sleep(0.05)
-    line = next(line for line in server.log_text().splitlines() if "summary requests=" in line)
+    line = next(line for line in server.log_text()[already:].splitlines() if "summary requests=" in line)
     for field in ("latency_p50=", "ttfa_p50=", "rtf_p50=", "chars_per_s_p50=", "cpu_cores=", "rss_mb=", "gpu_util="):
         assert field in line
 
