@@ -30,19 +30,17 @@ import itertools
 import json
 import os
 import random
-import shlex
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-from fair_share import CORPUS, _p95, _rounded, _stop, corpus_info, machine, spread, versions
+from fair_share import CORPUS, _p95, _rounded, _stop, alternating_rounds, ratios_by_name, report_header, spread
 from local_server import start_server
 from rich.console import Console
 from rich.table import Table
@@ -358,15 +356,7 @@ async def measure(bench: Bench, console: Console) -> list[dict[str, PhaseResult]
     assert bench.source is not None
     console.print(f"source: {bench.source.text_chars} chars, {bench.source.audio_s:.1f} s; "
                   f"server: {bench.server_config}")  # fmt: skip
-    rounds = []
-    for index in range(bench.options.rounds):
-        order = PHASES if index % 2 == 0 else PHASES[::-1]
-        phases = {}
-        for phase in order:
-            phases[phase] = await bench.run(phase)
-            console.print(f"round {index + 1} {phase}: {_phase_line(phases[phase])}")
-        rounds.append(phases)
-    return rounds
+    return await alternating_rounds(bench.options.rounds, PHASES, bench.run, _phase_line, console)
 
 
 def _phase_line(result: PhaseResult) -> str:
@@ -385,15 +375,9 @@ def _phase_line(result: PhaseResult) -> str:
 def build_report(bench: Bench, rounds: list[dict[str, PhaseResult]], texts: list[str],
                  load_average: tuple[tuple[float, ...], tuple[float, ...]]) -> dict[str, Any]:  # fmt: skip
     assert bench.source is not None
-    per_round = [round_ratios(phases) for phases in rounds]
-    ratios = {name: [ratios[name] for ratios in per_round] for name in per_round[0]}
+    ratios = ratios_by_name([round_ratios(phases) for phases in rounds])
     return {
-        "benchmark": "conversion_isolation",
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": shlex.join(sys.orig_argv),
-        "machine": {**machine(), "load_average_1m_5m_15m": {"start": load_average[0], "end": load_average[1]}},
-        "versions": versions(),
-        "corpus": corpus_info(texts),
+        **report_header("conversion_isolation", texts, load_average),
         "setup": {
             "server": "voxserve serve, default settings, bundled voice, no API keys (open on loopback)",
             "server_config": bench.server_config,

@@ -34,11 +34,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from local_server import start_server
 from rich.console import Console
@@ -51,6 +51,7 @@ from voxserve.bench.records import RequestRecord, ResourceUsage, percentiles, su
 from voxserve.errors import ConfigError
 from voxserve.settings import available_cores
 
+R = TypeVar("R")
 CORPUS = Path(__file__).with_name("corpus.txt")
 KEYS = {"A": "fair-share-bench-key-a", "B": "fair-share-bench-key-b"}
 STREAMS_A = 16
@@ -245,15 +246,26 @@ def errors(rounds: list[dict[str, PhaseResult]]) -> dict[str, int]:
 
 async def measure(bench: Bench, console: Console) -> list[dict[str, PhaseResult]]:
     await bench.warm_up()
-    rounds = []
-    for index in range(bench.options.rounds):
-        order = PHASES if index % 2 == 0 else PHASES[::-1]
-        phases = {}
+    return await alternating_rounds(bench.options.rounds, PHASES, bench.run, _phase_line, console)
+
+
+async def alternating_rounds(
+    rounds: int,
+    phases: Sequence[str],
+    run: Callable[[str], Awaitable[R]],
+    describe: Callable[[R], str],
+    console: Console,
+) -> list[dict[str, R]]:
+    """`rounds` rounds of every phase, odd rounds in reverse order (slow drift on a shared machine then falls on
+    every phase alike), each phase's result printed as it ends."""
+    results = []
+    for index in range(rounds):
+        order = phases if index % 2 == 0 else phases[::-1]
+        results.append({})
         for phase in order:
-            phases[phase] = await bench.run(phase)
-            console.print(f"round {index + 1} {phase}: {_phase_line(phases[phase])}")
-        rounds.append(phases)
-    return rounds
+            results[-1][phase] = await run(phase)
+            console.print(f"round {index + 1} {phase}: {describe(results[-1][phase])}")
+    return results
 
 
 def _phase_line(result: PhaseResult) -> str:
@@ -264,17 +276,30 @@ def _phase_line(result: PhaseResult) -> str:
     return line
 
 
-def build_report(rounds: list[dict[str, PhaseResult]], options: Options, texts: list[str],
-                 load_average: tuple[tuple[float, ...], tuple[float, ...]]) -> dict[str, Any]:  # fmt: skip
-    per_round = [round_ratios(phases) for phases in rounds]
-    ratios = {name: [ratios[name] for ratios in per_round] for name in per_round[0]}
+def report_header(
+    benchmark: str, texts: list[str], load_average: tuple[tuple[float, ...], tuple[float, ...]]
+) -> dict[str, Any]:
+    """What every report starts with: what ran, when, how, where (load at its start and end) and on what text."""
     return {
-        "benchmark": "fair_share",
+        "benchmark": benchmark,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": shlex.join(sys.orig_argv),
         "machine": {**machine(), "load_average_1m_5m_15m": {"start": load_average[0], "end": load_average[1]}},
         "versions": versions(),
         "corpus": corpus_info(texts),
+    }
+
+
+def ratios_by_name(per_round: list[dict[str, float]]) -> dict[str, list[float]]:
+    """Each ratio's values over the rounds, from each round's ratios."""
+    return {name: [ratios[name] for ratios in per_round] for name in per_round[0]}
+
+
+def build_report(rounds: list[dict[str, PhaseResult]], options: Options, texts: list[str],
+                 load_average: tuple[tuple[float, ...], tuple[float, ...]]) -> dict[str, Any]:  # fmt: skip
+    ratios = ratios_by_name([round_ratios(phases) for phases in rounds])
+    return {
+        **report_header("fair_share", texts, load_average),
         "setup": {
             "server": "voxserve serve, default settings, bundled voice, VOXSERVE_API_KEYS with two keys (A, B)",
             "request": "streamed pcm (24 kHz s16le), voice alloy, Cache-Control: no-store",
