@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(120.0, gt=0)
     max_batch_size: int = Field(0, ge=0, description="Segments per engine call; 0 = 64 on a GPU, else 1.")
     max_queue_delay_ms: float = Field(2.0, ge=0)
+    express_worker: bool = Field(
+        True, description="On CPU, one more worker that takes only first segments (first audio never waits)."
+    )
+    worker_niceness: int = Field(
+        5, ge=0, le=19, description="On CPU, how far below the express worker the other workers' priority is."
+    )
 
     phoneme_cache_size: int = Field(10_000, ge=0)
     audio_cache_bytes: int = Field(64 * 2**20, ge=0)

@@ -7,7 +7,9 @@ its segments are queued or it ends (`Reservation`). Late and abandoned work is d
 
 Threads: a segment that has the machine to itself (no other request waiting) runs "solo" on every core, and
 the other workers hold later segments back until it is done; under load each worker runs one segment on its
-own share of the cores.
+own share of the cores. On CPU an express worker takes only first segments, so a new request's first audio never
+waits for a worker to finish a long segment, and the other workers run at a lower OS priority (`worker_niceness`),
+so the express worker (and the event loop that streams audio out) gets the cores first.
 
 Workers outlive anything an engine does (raising, returning the wrong number of outputs) and any race with a
 cancelling client: the batch concerned fails with `engine_error`, the worker logs it and takes the next job."""
@@ -29,6 +31,7 @@ from voxserve.engines.base import Engine, PreparedSegment
 from voxserve.errors import DeadlineExceededError, EngineError, QueueFullError, VoxError
 from voxserve.obs.metrics import Metrics
 from voxserve.obs.trace import RequestTrace
+from voxserve.process import lower_thread_priority
 from voxserve.scheduler.queue import Job, SegmentQueue
 
 logger = logging.getLogger(__name__)
@@ -50,6 +53,8 @@ class SchedulerOptions:
     max_batch_size: int = 1
     max_queue_delay_ms: float = 0.0
     max_length_ratio: float = 1.5
+    express_worker: bool = False  # one more worker that takes only first segments
+    worker_niceness: int = 0  # how far below the rest of the server (express worker included) workers run
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -58,6 +63,8 @@ class SchedulerOptions:
             raise ValueError("max_queue_size >= 0, max_batch_size >= 1 and max_queue_delay_ms >= 0 are required")
         if self.max_length_ratio < 1:
             raise ValueError("max_length_ratio must be at least 1")
+        if not 0 <= self.worker_niceness <= 19:
+            raise ValueError("worker_niceness must be 0..19")
 
 
 class Reservation:
@@ -123,12 +130,17 @@ class Scheduler:
             threading.Thread(target=self._work, name=f"voxserve-worker-{index}", daemon=True)
             for index in range(options.workers)
         ]
+        if options.express_worker:
+            self._threads.append(
+                threading.Thread(target=self._work_express, name="voxserve-worker-express", daemon=True)
+            )
         for thread in self._threads:
             thread.start()
 
     @property
     def workers(self) -> int:
-        return len(self._threads)
+        """The workers that take any segment (the express worker aside)."""
+        return self.options.workers
 
     def queue_depth(self) -> int:
         return len(self._queue)
@@ -182,7 +194,15 @@ class Scheduler:
             thread.join()
 
     def _work(self) -> None:
-        while (job := self._queue.get()) is not None:
+        lower_thread_priority(self.options.worker_niceness)
+        self._serve()
+
+    def _work_express(self) -> None:
+        self._serve(Priority.FIRST_SEGMENT)
+
+    def _serve(self, max_priority: Priority | None = None) -> None:
+        """Run jobs (those within `max_priority`, when given) until the queue closes."""
+        while (job := self._queue.get(max_priority)) is not None:
             batch = [job]
             try:
                 batch = self._gather(job)

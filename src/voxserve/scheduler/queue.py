@@ -117,18 +117,25 @@ class SegmentQueue:
             self._size += 1
             self._requests[job.trace.request_id] += 1
             self._pending_audio_s += job.segment.params.estimated_audio_s
-            self._ready.notify()
+            # Every waiter: one that takes only urgent jobs must not be the only one woken for a later one.
+            self._ready.notify_all()
 
-    def get(self) -> Job | None:
+    def get(self, max_priority: int | None = None) -> Job | None:
+        """The next job, waiting for one; `None` once the queue is closed and holds nothing this caller takes.
+        With `max_priority`, only jobs of that priority or more urgent are taken (others are left for others)."""
         with self._ready:
-            while not self._size and not self._closed:
+            while not (lanes := self._lanes_within(max_priority)) and not self._closed:
                 self._ready.wait()
-            if not self._size:
+            if not lanes:
                 return None
-            tenant = min(self._lanes, key=lambda name: self._rank(self._lanes[name][0]))
+            tenant = min(lanes, key=lambda name: self._rank(self._lanes[name][0]))
             job = heapq.heappop(self._lanes[tenant])[3]
             self._forget(job)
             return job
+
+    def _lanes_within(self, max_priority: int | None) -> list[str]:
+        """Tenants whose most urgent queued job is within `max_priority` (every tenant with a job, for None)."""
+        return [name for name, lane in self._lanes.items() if max_priority is None or lane[0][0] <= max_priority]
 
     def _rank(self, entry: _Entry) -> tuple[int, float, float, int]:
         priority, due, sequence, job = entry

@@ -168,6 +168,9 @@ def build_speech_service(
             max_queue_size=settings.max_queue_size,
             max_batch_size=max_batch_size,
             max_queue_delay_ms=settings.max_queue_delay_ms,
+            # A GPU call serves many segments at once; there the express lane and niceness buy nothing.
+            express_worker=settings.express_worker and not built.on_gpu,
+            worker_niceness=0 if built.on_gpu else settings.worker_niceness,
         ),
         metrics,
     )

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -366,3 +368,50 @@ def test_options_are_checked_when_built() -> None:
         SchedulerOptions(workers=0)
     with pytest.raises(ValueError, match="max_batch_size"):
         SchedulerOptions(max_batch_size=0)
+
+
+def test_the_express_worker_runs_a_first_segment_while_every_worker_is_busy(metrics: Metrics) -> None:
+    engine, hold = FakeEngine(), threading.Event()
+    engine.on_run = lambda texts: hold.wait(5) if texts == ["long"] else None
+    pool = Scheduler(SchedulerOptions(workers=1, express_worker=True), metrics)
+    try:
+        long = submit(pool, engine, "long")  # the only regular worker is on it
+        wait_until(lambda: pool.queue_depth() == 0)
+        later = submit(pool, engine, "later")  # waits: the express worker takes first segments only
+        first = submit(pool, engine, "first", Priority.FIRST_SEGMENT)
+        first.result(timeout=5)
+        assert engine.ran == ["first"]
+        assert pool.queue_depth() == 1
+        hold.set()
+        long.result(timeout=5)
+        later.result(timeout=5)
+    finally:
+        hold.set()
+        pool.close()
+    assert engine.ran == ["first", "long", "later"]
+    assert pool.workers == 1  # the express worker is not one of the workers that take anything
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice values are Linux's")
+def test_workers_run_below_the_express_worker_and_the_rest_of_the_server(metrics: Metrics) -> None:
+    engine, hold, niceness = FakeEngine(), threading.Event(), {}
+
+    def on_run(texts: list[str]) -> None:
+        niceness[texts[0]] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        if texts == ["long"]:
+            hold.wait(5)
+
+    engine.on_run = on_run
+    caller = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    pool = Scheduler(SchedulerOptions(workers=1, express_worker=True, worker_niceness=5), metrics)
+    try:
+        long = submit(pool, engine, "long")
+        wait_until(lambda: pool.queue_depth() == 0)  # on the regular worker
+        submit(pool, engine, "first", Priority.FIRST_SEGMENT).result(timeout=5)
+        hold.set()
+        long.result(timeout=5)
+    finally:
+        hold.set()
+        pool.close()
+    assert niceness == {"long": min(caller + 5, 19), "first": caller}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == caller

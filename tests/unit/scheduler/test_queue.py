@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from tests.fakes import FAKE_VOICE, FakeEngine
 from voxserve.engines.base import PreparedSegment
@@ -88,3 +88,19 @@ def test_held_room_counts_with_queued_segments_until_filled_or_released() -> Non
     assert queue.reserve(100, limit=0)  # 0: no limit
     drain(queue)
     assert queue.occupancy() == 102
+
+
+def test_a_caller_limited_to_urgent_jobs_takes_only_those_and_leaves_the_rest() -> None:
+    queue = SegmentQueue()
+    queue.put(job("a", "later"), due=0.0)
+    with ThreadPoolExecutor(1) as taker:
+        urgent = taker.submit(queue.get, Priority.FIRST_SEGMENT)  # waits: nothing urgent is queued
+        queue.put(job("a", "first", Priority.FIRST_SEGMENT), due=5.0)
+        taken = urgent.result(timeout=5)
+        assert taken is not None
+        assert taken.segment.params.text == "first"
+        assert len(queue) == 1
+        queue.close()
+        # Closed: the later job is not this caller's to take, and it is still there for whoever takes anything.
+        assert taker.submit(queue.get, Priority.FIRST_SEGMENT).result(timeout=5) is None
+    assert drain(queue) == ["later"]
