@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
 from typing import Protocol
 
 import av
@@ -143,7 +144,9 @@ _AV_FORMATS = {
 
 
 class AvEncoder:
-    """mp3, opus (Ogg), aac (ADTS) and flac through PyAV, one codec and muxer per response."""
+    """mp3, opus (Ogg), aac (ADTS) and flac through PyAV, one codec and muxer per response. Safe to close from
+    another thread than the one encoding: a response abandoned mid-encode closes it while the encode still runs
+    in its worker thread, and FFmpeg's muxer must never see the two at once."""
 
     def __init__(self, response_format: str, sample_rate_hz: int) -> None:
         container_format, codec, options = _AV_FORMATS[response_format]
@@ -158,27 +161,32 @@ class AvEncoder:
         self._converter = av.AudioResampler(format=self._stream.codec_context.format.name, layout="mono", rate=rate)
         self._rate = rate
         self._closed = False
+        self._lock = threading.Lock()
 
     def encode(self, samples: np.ndarray) -> bytes:
-        self._write(self._resampler.push(samples))
-        return self._sink.take()
+        with self._lock:
+            self._write(self._resampler.push(samples))
+            return self._sink.take()
 
     def flush(self) -> bytes:
-        self._write(self._resampler.push(np.zeros(0, dtype=np.float32), last=True))
-        for frame in self._converter.resample(None):
-            self._container.mux(self._stream.encode(frame))
-        self._container.mux(self._stream.encode(None))
-        self._container.close()
-        return self._sink.take()
+        with self._lock:
+            self._write(self._resampler.push(np.zeros(0, dtype=np.float32), last=True))
+            for frame in self._converter.resample(None):
+                self._container.mux(self._stream.encode(frame))
+            self._container.mux(self._stream.encode(None))
+            self._container.close()
+            return self._sink.take()
 
     def close(self) -> None:
         """Close the muxer and drop the codec and resampler now, which ends their threads; an abandoned response
-        would otherwise keep them alive until the garbage collector finds it. Closing twice does nothing."""
-        if self._closed:
-            return
-        self._closed = True
-        self._container.close()
-        del self._converter, self._stream
+        would otherwise keep them alive until the garbage collector finds it. Waits for an encode in progress;
+        closing twice does nothing."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._container.close()
+            del self._converter, self._stream
 
     def _write(self, samples: np.ndarray) -> None:
         if not len(samples):

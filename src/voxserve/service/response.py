@@ -3,6 +3,7 @@ encoder, streamed piece by piece or gathered into one body, with the headers tha
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import aclosing
 
@@ -83,7 +84,8 @@ class AudioResponse:
                         yield data
             tail = await self.trace.in_thread("encode", encoder.flush)
         finally:
-            encoder.close()
+            # In a thread: a cancelled response may still have an encode running there, which close waits for.
+            await asyncio.to_thread(encoder.close)
         self.trace.finish()
         if tail:
             yield tail

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 
 from tests.conftest import decode, decode_pcm
-from voxserve.audio.encode import CONTENT_TYPES, create_encoder, seal, wav_header
+from voxserve.audio.encode import CONTENT_TYPES, AvEncoder, create_encoder, seal, wav_header
 
 RATE = 22_050
 
@@ -56,3 +60,28 @@ def test_wav_stream_has_one_header_and_seal_writes_sizes() -> None:
 def test_every_format_has_a_content_type() -> None:
     assert set(CONTENT_TYPES) == {"mp3", "opus", "aac", "flac", "wav", "pcm"}
     assert all(create_encoder(name, RATE).content_type == CONTENT_TYPES[name] for name in CONTENT_TYPES)
+
+
+def test_closing_waits_for_an_encode_in_progress_in_another_thread() -> None:
+    encoder = create_encoder("mp3", RATE)
+    assert isinstance(encoder, AvEncoder)
+    writing, finish = threading.Event(), threading.Event()
+    write = encoder._write
+
+    def slow_write(samples: np.ndarray) -> None:
+        writing.set()
+        finish.wait(5)
+        write(samples)
+
+    encoder._write = slow_write  # type: ignore[method-assign]
+    with ThreadPoolExecutor(2) as threads:
+        encoding = threads.submit(encoder.encode, tone(0.5))
+        assert writing.wait(5)
+        closing = threads.submit(encoder.close)
+        assert not closing.done()  # FFmpeg's muxer is mid-write: closing it now would corrupt it
+        time.sleep(0.05)
+        assert not closing.done()
+        finish.set()
+        assert encoding.result(5)
+        closing.result(5)
+    encoder.close()  # closing twice does nothing
