@@ -63,8 +63,8 @@ def test_openai_client_gets_speech_from_the_torch_engine(torch_server: ServerPro
 
 def test_concurrent_requests_share_batched_engine_calls(http: httpx.Client) -> None:
     labels = {"engine": "piper-torch"}
-    items_before = metric_value(http, "voxserve_engine_items_total", labels)
-    calls_before = metric_value(http, "voxserve_engine_executions_total", labels)
+    items_before = metric_value(http, "voxserve_engine_items_total", labels, absent=0.0)
+    calls_before = metric_value(http, "voxserve_engine_executions_total", labels, absent=0.0)
     with ThreadPoolExecutor(len(TEXTS)) as pool:
         results = list(pool.map(lambda text: speak(http, text), TEXTS))
     for text, audio in zip(TEXTS, results, strict=True):

@@ -145,7 +145,7 @@ class SegmentQueue:
         """Account for a job leaving the queue to run (or to be dropped by a worker)."""
         self._size -= 1
         self._virtual_s[job.tenant] += job.segment.params.estimated_audio_s
-        if not self._lanes[job.tenant]:
+        if job.tenant in self._lanes and not self._lanes[job.tenant]:  # a batch may take a lane's last jobs at once
             del self._lanes[job.tenant]
         self._pending_audio_s -= job.segment.params.estimated_audio_s
         self._requests[job.trace.request_id] -= 1

@@ -104,3 +104,18 @@ def test_a_caller_limited_to_urgent_jobs_takes_only_those_and_leaves_the_rest() 
         # Closed: the later job is not this caller's to take, and it is still there for whoever takes anything.
         assert taker.submit(queue.get, Priority.FIRST_SEGMENT).result(timeout=5) is None
     assert drain(queue) == ["later"]
+
+
+def test_a_batch_may_take_every_job_of_a_tenant_at_once() -> None:
+    queue = SegmentQueue()
+    for text in ("one", "two", "six"):
+        queue.put(job("a", text), due=0.0)
+    queue.put(job("b", "ten"), due=0.0)
+    head = queue.get()
+    assert head is not None
+    taken = queue.take_compatible(head, max_items=8, wait_s=0.0, max_length_ratio=1.5)
+    assert sorted(taken_job.segment.params.text for taken_job in [head, *taken]) == ["one", "six", "ten", "two"]
+    assert len(queue) == 0
+    assert queue.tenants() == {}
+    queue.put(job("a", "again"), due=0.0)  # a tenant whose lane a batch emptied queues again as usual
+    assert drain(queue) == ["again"]
