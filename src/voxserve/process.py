@@ -8,6 +8,8 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 logger = logging.getLogger(__name__)
 
@@ -38,3 +40,17 @@ def lower_thread_priority(niceness: int) -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
     except OSError as exc:
         logger.warning("could not lower the priority of thread %s: %s", threading.current_thread().name, exc)
+
+
+def prestarted_pool(
+    workers: int, prefix: str, initializer: Callable[..., object] | None = None, initargs: tuple[object, ...] = ()
+) -> ThreadPoolExecutor:
+    """A thread pool with all `workers` threads running now, rather than started one by one as load first needs
+    them: the server's thread count is then flat from its first request on, so a thread that appears later is a
+    leak, not a pool growing."""
+    pool = ThreadPoolExecutor(workers, thread_name_prefix=prefix, initializer=initializer, initargs=initargs)
+    started = threading.Barrier(workers)
+    # Each task holds its thread until all have one, so the pool must start a thread per task.
+    for future in [pool.submit(started.wait) for _ in range(workers)]:
+        future.result()
+    return pool

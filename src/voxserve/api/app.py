@@ -17,10 +17,12 @@ from voxserve.api.errors import install_error_handlers
 from voxserve.api.guard import GuardMiddleware, guard_options
 from voxserve.api.middleware import TelemetryMiddleware
 from voxserve.api.state import AppState
+from voxserve.process import prestarted_pool
 from voxserve.service.bootstrap import Services, build_services
-from voxserve.settings import Settings
+from voxserve.settings import Settings, available_cores
 
 logger = logging.getLogger(__name__)
+IO_THREADS = available_cores() + 4  # what asyncio would grow its default executor to on its own
 UPLOAD_PATHS = frozenset({"/v1/audio/voices", "/v1/audio/conversions"})
 EXPOSED_HEADERS = ["Server-Timing", "X-Request-Id", "X-Voxserve-Voice", "X-Voxserve-Sample-Rate", "X-Voxserve-Cache"]
 
@@ -32,6 +34,9 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Phonemizing, encoding and name lookups run on the loop's executor: at its full size from the start, so
+        # the server's thread count stays flat while it serves.
+        asyncio.get_running_loop().set_default_executor(prestarted_pool(IO_THREADS, "voxserve-io"))
         built = state.services = services or await asyncio.to_thread(build_services, settings)
         built.telemetry.start()
         loop_lag = asyncio.create_task(built.telemetry.loop_lag.watch()) if built.telemetry.enabled else None

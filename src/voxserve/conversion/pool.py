@@ -13,13 +13,12 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
 from voxserve.conversion.cancellation import Cancellation
 from voxserve.errors import ClientDisconnectedError, DeadlineExceededError, QueueFullError
-from voxserve.process import lower_thread_priority
+from voxserve.process import lower_thread_priority, prestarted_pool
 
 T = TypeVar("T")
 # How long a conversion holds its slot, assumed until the first one has finished (then measured).
@@ -63,11 +62,8 @@ class Slot:
 class ConversionPool:
     def __init__(self, options: ConversionPoolOptions | None = None) -> None:
         self.options = options or ConversionPoolOptions()
-        self._executor = ThreadPoolExecutor(
-            self.options.conversion_threads,
-            thread_name_prefix=THREAD_PREFIX,
-            initializer=lower_thread_priority,
-            initargs=(self.options.niceness,),
+        self._executor = prestarted_pool(
+            self.options.conversion_threads, THREAD_PREFIX, lower_thread_priority, (self.options.niceness,)
         )
         self._lock = threading.Lock()
         self._admitted_at: dict[int, float] = {}
