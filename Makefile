@@ -27,7 +27,7 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-# The whole suite 5 times in a row while a CPU hog keeps every core busy (about 40 minutes on 2 cores).
+# The whole suite 5 times in a row while a CPU hog keeps every core busy (about an hour on 2 cores).
 stress: $(STAMP)
 	$(BIN)/python benchmarks/stress_suite.py --runs 5 -o docs/bench/stress_suite.json
 
