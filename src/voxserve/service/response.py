@@ -73,6 +73,7 @@ class AudioResponse:
         pieces: list[bytes] = []  # only while someone will keep the body
         keeping = self._keep is not None
         encoder = create_encoder(self.response_format, self.sample_rate)
+        flushed = False
         try:
             async with aclosing(self.audio()) as chunks:
                 async for chunk in chunks:
@@ -83,9 +84,13 @@ class AudioResponse:
                             pieces.append(data)
                         yield data
             tail = await self.trace.in_thread("encode", encoder.flush)
+            flushed = True
         finally:
-            # In a thread: a cancelled response may still have an encode running there, which close waits for.
-            await asyncio.to_thread(encoder.close)
+            if flushed:
+                encoder.close()  # nothing runs in the encoder any more, and flush freed the muxer: this is cheap
+            else:
+                # Cut short: an encode may still run in its thread, which close waits for, so off the event loop.
+                await asyncio.to_thread(encoder.close)
         self.trace.finish()
         if tail:
             yield tail
