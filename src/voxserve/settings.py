@@ -77,7 +77,7 @@ class Settings(BaseSettings):
         True, description="On CPU, one more worker that takes only first segments (first audio never waits)."
     )
     worker_niceness: int = Field(
-        5, ge=0, le=19, description="On CPU, how far below the express worker the other workers' priority is."
+        10, ge=0, le=19, description="On CPU, how far below the express worker the other workers' priority is."
     )
 
     phoneme_cache_size: int = Field(10_000, ge=0)

@@ -7,9 +7,10 @@ its segments are queued or it ends (`Reservation`). Late and abandoned work is d
 
 Threads: a segment that has the machine to itself (no other request waiting) runs "solo" on every core, and
 the other workers hold later segments back until it is done; under load each worker runs one segment on its
-own share of the cores. On CPU an express worker takes only first segments, so a new request's first audio never
-waits for a worker to finish a long segment, and the other workers run at a lower OS priority (`worker_niceness`),
-so the express worker (and the event loop that streams audio out) gets the cores first.
+own share of the cores. On CPU an express worker takes only first segments and runs each on every core, so a new
+request's first audio never waits for a worker to finish a long segment; the other workers run at a lower OS
+priority (`worker_niceness`), so the express worker (and the event loop that streams audio out) gets the cores
+first, and they go on beside it rather than waiting it out.
 
 Workers outlive anything an engine does (raising, returning the wrong number of outputs) and any race with a
 cancelling client: the batch concerned fails with `engine_error`, the worker logs it and takes the next job."""
@@ -198,16 +199,17 @@ class Scheduler:
         self._serve()
 
     def _work_express(self) -> None:
-        self._serve(Priority.FIRST_SEGMENT)
+        self._serve(express=True)
 
-    def _serve(self, max_priority: Priority | None = None) -> None:
-        """Run jobs (those within `max_priority`, when given) until the queue closes."""
+    def _serve(self, *, express: bool = False) -> None:
+        """Run jobs (first segments only, on the express worker) until the queue closes."""
+        max_priority = Priority.FIRST_SEGMENT if express else None
         while (job := self._queue.get(max_priority)) is not None:
             batch = [job]
             try:
                 batch = self._gather(job)
                 if batch:
-                    self._run(batch)
+                    self._run(batch, express=express)
             except Exception as exc:
                 # A bug or a race outside the engine call: whatever its futures are waiting for is not coming.
                 logger.exception("worker failed on a batch of %d segments; it goes on", len(batch))
@@ -250,16 +252,19 @@ class Scheduler:
             return False
         return True
 
-    def _run(self, batch: list[Job]) -> None:
+    def _run(self, batch: list[Job], *, express: bool) -> None:
         engine = batch[0].engine
         solo = self._start_running(batch)
+        # The express worker outranks the others (they run niced), so its first segments get every core without
+        # holding them back: that is what `solo` means to the engine, not to the other workers.
+        wide = solo or express
         started = time.perf_counter()
         for job in batch:
             job.trace.add("queue", started - job.submitted_at, start_s=job.submitted_at)
         outputs: list[np.ndarray] = []
         error: VoxError | None = None
         try:
-            outputs = _synthesize(engine, batch, solo)
+            outputs = _synthesize(engine, batch, wide)
         except VoxError as exc:
             error = exc
         finally:
@@ -269,7 +274,7 @@ class Scheduler:
         for job in batch:
             job.trace.add(
                 "model", elapsed, start_s=started, engine=engine.name, chars=len(job.segment.params.text),
-                batch=len(batch), solo=solo,
+                batch=len(batch), solo=wide,
             )  # fmt: skip
         self._count(engine.name, len(batch), failed=error is not None)
         if error is not None:

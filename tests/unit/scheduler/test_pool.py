@@ -390,6 +390,37 @@ def test_the_express_worker_runs_a_first_segment_while_every_worker_is_busy(metr
         pool.close()
     assert engine.ran == ["first", "long", "later"]
     assert pool.workers == 1  # the express worker is not one of the workers that take anything
+    assert engine.solo_by_text["first"]  # on every core, beside a busy worker
+
+
+def test_work_goes_on_beside_the_express_workers_first_segment(metrics: Metrics) -> None:
+    engine, entered = FakeEngine(), threading.Event()
+    holds = {"long": threading.Event(), "first": threading.Event()}
+
+    def on_run(texts: list[str]) -> None:
+        if texts[0] in holds:
+            entered.set()
+            holds[texts[0]].wait(5)
+
+    engine.on_run = on_run
+    pool = Scheduler(SchedulerOptions(workers=1, express_worker=True), metrics)
+    try:
+        long = submit(pool, engine, "long")
+        assert entered.wait(5)  # the regular worker holds it, so the express worker takes the next first segment
+        entered.clear()
+        first = submit(pool, engine, "first", Priority.FIRST_SEGMENT)
+        assert entered.wait(5)
+        holds["long"].set()
+        long.result(timeout=5)
+        submit(pool, engine, "later").result(timeout=5)  # not held back by the wide first segment
+        assert not first.done()
+        holds["first"].set()
+        first.result(timeout=5)
+    finally:
+        for hold in holds.values():
+            hold.set()
+        pool.close()
+    assert engine.solo_by_text == {"long": True, "first": True, "later": False}
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice values are Linux's")
