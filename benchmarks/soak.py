@@ -65,6 +65,7 @@ from voxserve.bench.records import percentiles
 from voxserve.errors import VoxError
 from voxserve.frontend.normalize import normalize_text
 from voxserve.frontend.segment import segment_text
+from voxserve.process import lower_thread_priority
 from voxserve.service.diagnostics import machine, versions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,6 +109,9 @@ NOTES = [
     "growth after it is then not a cache filling its budget (with the default 64 MiB audio cache a 20-minute run "
     "is still filling it). Each cache's occupancy is in the figures at both points (cache_sizes).",
 ]
+# The load generator shares the server's cores; below the server's workers (`worker_niceness`) it measures the
+# server, not a contest for CPU between the two.
+LOAD_NICENESS = 19
 SOAK_CACHE_ENV = {"VOXSERVE_AUDIO_CACHE_BYTES": str(4 << 20), "VOXSERVE_VOICE_CACHE_SIZE": "8"}
 HTML = b"<!DOCTYPE html><html><body>not audio</body></html>"
 FFCONCAT = b"ffconcat version 1.0\nfile x.wav\n"
@@ -198,10 +202,10 @@ def process_figures(pid: int) -> dict[str, Any]:
         with contextlib.suppress(OSError):
             targets.append(os.readlink(entry))
     status = (proc / "status").read_text().splitlines()
-    rss_kb = int(next(line.split()[1] for line in status if line.startswith("VmRSS:")))
+    kb = {line.split(":")[0]: int(line.split()[1]) for line in status if line.startswith(("VmRSS:", "RssAnon:"))}
     kinds = Counter(target.split(":")[0] if ":[" in target else Path(target).name for target in targets)
-    return {"rss_bytes": rss_kb * 1024, "fds": len(targets), "threads": len(list((proc / "task").iterdir())),
-            "fd_kinds": dict(sorted(kinds.items()))}  # fmt: skip
+    return {"rss_bytes": kb["VmRSS"] * 1024, "rss_anon_bytes": kb["RssAnon"] * 1024, "fds": len(targets),
+            "threads": len(list((proc / "task").iterdir())), "fd_kinds": dict(sorted(kinds.items()))}  # fmt: skip
 
 
 # --- requests ----------------------------------------------------------------------------------------------------
@@ -629,6 +633,7 @@ class Soak:
             thread.join()
 
     def _client_loop(self, index: int, until: Callable[[], bool], load: int) -> None:
+        lower_thread_priority(LOAD_NICENESS)
         rng = random.Random(self.options.seed * 1000 + load * 100 + index)
         kinds, weights = list(self.WEIGHTS), list(self.WEIGHTS.values())
         with new_client(self.server) as client:
@@ -636,6 +641,7 @@ class Soak:
                 getattr(self, f"_{rng.choices(kinds, weights)[0]}")(client, rng)
 
     def _burst_loop(self, until: Callable[[], bool], burst_at: Callable[[int], float]) -> None:
+        lower_thread_priority(LOAD_NICENESS)  # and the burst threads it starts
         started = time.monotonic()
         for index in itertools.count():
             while time.monotonic() - started < burst_at(index):
@@ -815,7 +821,8 @@ class Soak:
 def settle(server: Server, idle_s: float, gc_probe: bool = False) -> dict[str, Any]:
     """Figures of the server after `idle_s` without load. First one request that runs a sync dependency in anyio's
     thread pool, which prunes its workers idle for 10 s, so that pool is back to one thread; then the metrics, then
-    /proc. With `gc_probe`, also /proc after a `gc.collect()` run inside the server (`after_gc`)."""
+    /proc. With `gc_probe`, also /proc after a `gc.collect()` run inside the server (`after_gc`), and after glibc
+    has then given its free memory back to the system (`after_trim`): what the allocator kept, not what is live."""
     time.sleep(idle_s)
     with new_client(server, headers={"Connection": "close"}) as client:
         exchange(server, client, "GET", "/v1/audio/voices")
@@ -825,14 +832,24 @@ def settle(server: Server, idle_s: float, gc_probe: bool = False) -> dict[str, A
     figures = snapshot(server, metrics, sent)
     if gc_probe:
         figures["after_gc"] = {"gdb": collect_garbage(server.pid), **process_figures(server.pid)}
+        figures["after_trim"] = {"gdb": trim_heap(server.pid), **process_figures(server.pid)}
     return figures
 
 
 def collect_garbage(pid: int) -> str:
     """`gc.collect()` inside the server through gdb (a diagnostic: what only the cyclic collector would free)."""
-    command = ["gdb", "-p", str(pid), "-batch", "-ex", "call (int)PyGILState_Ensure()",
-               "-ex", 'call (int)PyRun_SimpleString("import gc; gc.collect()")',
-               "-ex", "call (void)PyGILState_Release($1)"]  # fmt: skip
+    return in_server(pid, ["call (int)PyGILState_Ensure()", 'call (int)PyRun_SimpleString("import gc; gc.collect()")',
+                           "call (void)PyGILState_Release($1)"])  # fmt: skip
+
+
+def trim_heap(pid: int) -> str:
+    """glibc's `malloc_trim(0)` inside the server: free memory every arena holds goes back to the system."""
+    return in_server(pid, ["call (int)malloc_trim(0)"])
+
+
+def in_server(pid: int, calls: list[str]) -> str:
+    """Run gdb `calls` in the attached server; "ok" or why not."""
+    command = ["gdb", "-p", str(pid), "-batch", *itertools.chain.from_iterable(("-ex", call) for call in calls)]
     try:
         run = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -1267,8 +1284,9 @@ def soak_criteria(result: dict[str, Any]) -> list[Criterion]:
 def _change(start: dict[str, Any], end: dict[str, Any], name: str) -> str:
     """`start -> end`, and the same after a gc.collect() in the server where `--gc-probe` took it."""
     change = f"{start[name]} -> {end[name]}"
-    if "after_gc" in start and "after_gc" in end:
-        change += f" ({start['after_gc'][name]} -> {end['after_gc'][name]} after gc.collect())"
+    for probe, done in (("after_gc", "gc.collect()"), ("after_trim", "malloc_trim(0)")):
+        if probe in start and probe in end:
+            change += f" ({start[probe][name]} -> {end[probe][name]} after {done})"
     return change
 
 

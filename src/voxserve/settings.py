@@ -136,6 +136,14 @@ class Settings(BaseSettings):
     conversion_overlap_s: float = Field(0.2, ge=0.01, le=1.0)
     conversion_envelope_strength: float = Field(1.0, ge=0.0, le=1.0, description="How far timbre moves (0-1).")
 
+    max_job_chars: int = Field(2_000_000, ge=1, description="Longest text a long-form job takes.")
+    max_batch_items: int = Field(10_000, ge=1, description="Most items one batch job takes.")
+    max_running_jobs: int = Field(1, ge=1, description="Jobs that make progress at once; others wait queued.")
+    job_retention_hours: float = Field(168.0, gt=0, description="Finished jobs (and their files) are deleted after.")
+    jobs_disk_bytes: int = Field(20 * 2**30, ge=0, description="Disk all jobs' files may take; new jobs past it: 507.")
+    job_paragraph_pause_ms: int = Field(600, ge=0, le=10_000, description="Silence after each paragraph of a job.")
+    job_chapter_pause_ms: int = Field(2000, ge=0, le=30_000, description="Silence after each chapter of a job.")
+
     fault_injection: str = Field(
         "", description="Test only: share of engine calls that fail, e.g. 'raise=0.05,hang=0.01,garbage=0.02'."
     )

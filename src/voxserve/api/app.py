@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from voxserve import __version__
-from voxserve.api import catalog, conversions, diagnostics, health, keys, metrics, speech, voices
+from voxserve.api import catalog, conversions, diagnostics, health, jobs, keys, metrics, speech, voices
 from voxserve.api.access import AuthenticationMiddleware, LimitHeadersMiddleware
 from voxserve.api.errors import install_error_handlers
 from voxserve.api.guard import GuardMiddleware, guard_options
@@ -23,8 +23,10 @@ from voxserve.settings import Settings, available_cores
 
 logger = logging.getLogger(__name__)
 IO_THREADS = available_cores() + 4  # what asyncio would grow its default executor to on its own
-UPLOAD_PATHS = frozenset({"/v1/audio/voices", "/v1/audio/conversions"})
-EXPOSED_HEADERS = ["Server-Timing", "X-Request-Id", "X-Voxserve-Voice", "X-Voxserve-Sample-Rate", "X-Voxserve-Cache"]
+UPLOAD_PATHS = frozenset({"/v1/audio/voices", "/v1/audio/conversions", "/v1/audio/jobs"})
+EXPOSED_HEADERS = [
+    "Server-Timing", "X-Request-Id", "X-Voxserve-Voice", "X-Voxserve-Sample-Rate", "X-Voxserve-Cache", "X-Voxserve-Job",
+]  # fmt: skip
 
 
 def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
@@ -39,6 +41,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         asyncio.get_running_loop().set_default_executor(prestarted_pool(IO_THREADS, "voxserve-io"))
         built = state.services = services or await asyncio.to_thread(build_services, settings)
         built.telemetry.start()
+        await built.jobs.start()
         loop_lag = asyncio.create_task(built.telemetry.loop_lag.watch()) if built.telemetry.enabled else None
         warmup = asyncio.create_task(_warm_up(state, built, run_engines=settings.warmup))
         try:
@@ -51,7 +54,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
 
     app = FastAPI(title="voxserve", version=__version__, lifespan=lifespan)
     app.state.voxserve = state
-    for module in (speech, voices, conversions, catalog, health, keys):
+    for module in (speech, voices, conversions, jobs, catalog, health, keys):
         app.include_router(module.router)
     if settings.metrics_endpoint:
         app.include_router(metrics.router_for(settings.metrics_auth))

@@ -50,7 +50,7 @@ async def _read_form(request: Request, max_bytes: int) -> tuple[dict[str, object
                     raise PayloadTooLargeError(
                         f"{key}: the file is larger than the limit of {max_bytes} bytes", param=key
                     )
-                uploads[key] = Upload(data, value.content_type or "")
+                uploads[key] = Upload(data, value.content_type or "", value.filename or "")
             else:
                 fields[key] = value
     return fields, uploads

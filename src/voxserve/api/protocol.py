@@ -6,11 +6,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from voxserve.frontend.document import BatchItem
 from voxserve.service.conversion import ConversionJob, Upload, VoiceRegistration
+from voxserve.service.jobs import JobVoice
 from voxserve.service.speech import SpeechJob
 from voxserve.types import Caller
 
 ResponseFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
+JobFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm", "m4b"]
+JobStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
 # Hard ceilings in the schema; the configured `max_input_chars` (413 past it) is checked by the service.
 MAX_INPUT_CHARS = 100_000
 MAX_INSTRUCTIONS_CHARS = 4096
@@ -95,3 +99,41 @@ class ConversionRequest(BaseModel):
             formant_shift=self.formant_shift,
             caller=caller,
         )
+
+
+class JobItem(BaseModel):
+    """One item of a batch job: its own file; the fields left out come from the job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,128}$")
+    input: str = Field(min_length=1)
+    voice: str | None = None
+    model: str | None = None
+    response_format: JobFormat | None = None
+    speed: float | None = Field(None, ge=0.25, le=4.0)
+
+    def to_item(self) -> BatchItem:
+        options = self.model_dump(exclude={"id", "input"}, exclude_none=True)
+        return BatchItem(self.id, self.input, options)
+
+
+class JobCreateRequest(BaseModel):
+    """`POST /v1/audio/jobs`: `input` (a book or any long text), `items` (a batch), or a `file` part (text,
+    Markdown, EPUB, or JSONL batch items) in a multipart body, with the same voice fields as speech."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    input: str | None = Field(None, min_length=1)
+    input_format: Literal["text", "markdown"] = "text"
+    items: list[JobItem] | None = None
+    voice: str | VoiceRef
+    model: str = "tts-1"
+    response_format: JobFormat = "mp3"
+    speed: float = Field(1.0, ge=0.25, le=4.0)
+    title: str = Field("", max_length=256)
+    chapter_pattern: str | None = Field(None, max_length=200)
+
+    def job_voice(self) -> JobVoice:
+        voice = self.voice if isinstance(self.voice, str) else self.voice.id
+        return JobVoice(voice, self.model, self.response_format, self.speed)

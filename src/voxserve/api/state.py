@@ -15,6 +15,7 @@ from voxserve.service.access import AccessControl
 from voxserve.service.bootstrap import Services
 from voxserve.service.conversion import ConversionService
 from voxserve.service.diagnostics import Diagnostics
+from voxserve.service.jobs import JobService
 from voxserve.service.limits import KeyLimiter
 from voxserve.service.profiling import Profiler
 from voxserve.service.speech import SpeechService
@@ -57,6 +58,10 @@ def get_speech(request: Request) -> SpeechService:
 def get_conversion(request: Request) -> ConversionService:
     get_speech(request)
     return get_services(request).conversion
+
+
+def get_jobs(request: Request) -> JobService:
+    return get_services(request).jobs
 
 
 def get_diagnostics(request: Request) -> Diagnostics:

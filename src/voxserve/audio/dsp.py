@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import soxr
 
+PCM16_SCALE = 32767.0
+
 
 def to_pcm16(samples: np.ndarray) -> bytes:
     """Float32 in [-1, 1] to little-endian signed 16-bit PCM bytes."""
-    return (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+    return (np.clip(samples, -1.0, 1.0) * PCM16_SCALE).astype("<i2").tobytes()
 
 
 class SegmentJoiner:

@@ -146,6 +146,13 @@ class Metrics:
             "voxserve_engine_failures", "Engine calls that failed (raised, or returned the wrong number of outputs).",
             ["engine"], registry=registry,
         )  # fmt: skip
+        self.jobs = Counter(
+            "voxserve_jobs", "Long-form jobs by the state they reached (queued when made).", ["status"],
+            registry=registry,
+        )  # fmt: skip
+        self.job_segments = Counter(
+            "voxserve_job_segments", "Segments of long-form jobs written to disk.", registry=registry
+        )
         self.truncated_responses = Counter(
             "voxserve_truncated_responses",
             "Streamed responses that failed after their 200 and headers were sent: the body ends early (audio) or "

@@ -24,7 +24,6 @@ import time
 from concurrent.futures import Future, InvalidStateError
 from contextlib import suppress
 from dataclasses import dataclass
-from enum import IntEnum
 
 import numpy as np
 
@@ -33,16 +32,9 @@ from voxserve.errors import DeadlineExceededError, EngineError, QueueFullError, 
 from voxserve.obs.metrics import Metrics
 from voxserve.obs.trace import RequestTrace
 from voxserve.process import lower_thread_priority
-from voxserve.scheduler.queue import Job, SegmentQueue
+from voxserve.scheduler.queue import Job, Priority, SegmentQueue
 
 logger = logging.getLogger(__name__)
-
-
-class Priority(IntEnum):
-    """Lower runs first."""
-
-    FIRST_SEGMENT = 0
-    LATER_SEGMENT = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,8 +281,10 @@ class Scheduler:
         with self._busy_changed:
             self._busy += 1
             # Alone, or only followed by this request's own segments: one at a time on every core beats
-            # splitting the cores between segments of one request (the longer one would straggle).
-            solo = self._busy == 1 and self._queue.holds_only(batch[0].trace.request_id)
+            # splitting the cores between segments of one request (the longer one would straggle). Background
+            # segments never run solo: a job keeps every worker busy, each on one core, which makes more audio
+            # per second (and the same audio whichever worker makes it).
+            solo = self._busy == 1 and not batch[0].background and self._queue.holds_only(batch[0].trace.request_id)
             self._solo_running = self._solo_running or solo
             return solo
 

@@ -1,6 +1,9 @@
 """`SegmentQueue`: jobs ordered by priority class, then fair share between tenants (API keys), then playback due
 time, then arrival.
 
+Background segments (long-form jobs) come after every interactive one and hold no room under admission: a job
+keeps only a few segments queued at a time, and interactive requests are refused only for interactive load.
+
 Fair share is start-time fair queueing over segments: each tenant has a virtual time, the estimated audio its
 taken segments will make; the next segment of a priority class comes from the tenant with the least. A tenant
 that was idle starts at the least virtual time of the busy ones, so idling banks no credit, and one key keeping
@@ -15,11 +18,20 @@ import time
 from collections import Counter
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from enum import IntEnum
 
 import numpy as np
 
 from voxserve.engines.base import Engine, PreparedSegment
 from voxserve.obs.trace import RequestTrace
+
+
+class Priority(IntEnum):
+    """Lower runs first."""
+
+    FIRST_SEGMENT = 0
+    LATER_SEGMENT = 1
+    BACKGROUND = 2
 
 
 @dataclass(slots=True)
@@ -41,6 +53,10 @@ class Job:
         return self.engine.name, *self.segment.call_key
 
     @property
+    def background(self) -> bool:
+        return self.priority >= Priority.BACKGROUND
+
+    @property
     def length(self) -> int:
         return len(self.segment.phoneme_ids) or len(self.segment.params.text)
 
@@ -58,8 +74,10 @@ class SegmentQueue:
         self._lanes: dict[str, list[_Entry]] = {}
         self._virtual_s: dict[str, float] = {}
         self._size = 0
+        self._background = 0
         self._reserved = 0
         self._requests: Counter[str] = Counter()
+        self._interactive_requests: Counter[str] = Counter()
         self._pending_audio_s = 0.0
         self._sequence = itertools.count()
         self._ready = threading.Condition()
@@ -75,20 +93,20 @@ class SegmentQueue:
             return self._pending_audio_s
 
     def holds_only(self, request_id: str) -> bool:
-        """True when nothing but `request_id`'s segments (or nothing at all) is waiting."""
+        """True when no interactive segment but `request_id`'s (or none at all) is waiting."""
         with self._ready:
-            return not self._requests or set(self._requests) == {request_id}
+            return not self._interactive_requests or set(self._interactive_requests) == {request_id}
 
     def occupancy(self) -> int:
-        """Segments queued plus room held for segments not queued yet."""
+        """Interactive segments queued plus room held for segments not queued yet."""
         with self._ready:
-            return self._size + self._reserved
+            return self._size - self._background + self._reserved
 
     def reserve(self, segments: int, limit: int) -> bool:
         """Hold room for `segments` unless occupancy would pass `limit` (0: no limit). An empty queue with
         nothing held takes any number, so a text longer than the queue still runs on an otherwise idle server."""
         with self._ready:
-            occupied = self._size + self._reserved
+            occupied = self._size - self._background + self._reserved
             if limit and occupied and occupied + segments > limit:
                 return False
             self._reserved += segments
@@ -115,7 +133,10 @@ class SegmentQueue:
                 lane = self._lanes[job.tenant] = []
             heapq.heappush(lane, (job.priority, due, next(self._sequence), job))
             self._size += 1
+            self._background += job.background
             self._requests[job.trace.request_id] += 1
+            if not job.background:
+                self._interactive_requests[job.trace.request_id] += 1
             self._pending_audio_s += job.segment.params.estimated_audio_s
             # Every waiter: one that takes only urgent jobs must not be the only one woken for a later one.
             self._ready.notify_all()
@@ -144,6 +165,11 @@ class SegmentQueue:
     def _forget(self, job: Job) -> None:
         """Account for a job leaving the queue to run (or to be dropped by a worker)."""
         self._size -= 1
+        self._background -= job.background
+        if not job.background:
+            self._interactive_requests[job.trace.request_id] -= 1
+            if not self._interactive_requests[job.trace.request_id]:
+                del self._interactive_requests[job.trace.request_id]
         self._virtual_s[job.tenant] += job.segment.params.estimated_audio_s
         if job.tenant in self._lanes and not self._lanes[job.tenant]:  # a batch may take a lane's last jobs at once
             del self._lanes[job.tenant]

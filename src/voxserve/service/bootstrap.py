@@ -26,12 +26,14 @@ from voxserve.scheduler.pool import Scheduler, SchedulerOptions
 from voxserve.service.access import AccessControl
 from voxserve.service.conversion import ConversionService, ConversionServiceOptions
 from voxserve.service.diagnostics import Diagnostics, DiagnosticsOptions
+from voxserve.service.jobs import JobOptions, JobService
 from voxserve.service.limits import KeyLimiter, LimitOptions
 from voxserve.service.profiling import Profiler
 from voxserve.service.speech import SpeechOptions, SpeechService
 from voxserve.service.voice_library import LibraryOptions, VoiceLibrary
 from voxserve.service.voices import VoiceRegistry
 from voxserve.settings import Settings
+from voxserve.storage.jobs import JobStore
 from voxserve.storage.keys import KeyStore
 from voxserve.storage.voices import VoiceStore
 
@@ -112,6 +114,7 @@ class Services:
     profiler: Profiler
     access: AccessControl
     limiter: KeyLimiter
+    jobs: JobService
 
     def warmup(self) -> None:
         """Run every engine once. The default voice's engine failing raises (the server cannot serve); another
@@ -129,10 +132,12 @@ class Services:
             self.speech.library.preload()
 
     async def close(self) -> None:
+        await self.jobs.close()
         await asyncio.to_thread(self.profiler.close)
         await self.conversion.close()
         await asyncio.to_thread(self.speech.close)
         self.access.store.close()
+        self.jobs.store.close()
         self.telemetry.stop()
 
 
@@ -148,6 +153,9 @@ def build_services(settings: Settings, engines: Engines | None = None) -> Servic
         profiler=Profiler(speech.registry.engines(), telemetry, settings.profile_dir, keep=settings.profile_keep),
         access=build_access(settings),
         limiter=build_limiter(settings),
+        jobs=JobService(
+            JobStore(settings.data_dir), speech.registry, speech.scheduler, job_options(settings), speech.metrics
+        ),
     )
 
 
@@ -238,6 +246,23 @@ def library_options(settings: Settings) -> LibraryOptions:
         request_timeout_s=settings.request_timeout_s,
         custom_voice_base=settings.custom_voice_base,
         max_segment_chars=settings.max_segment_chars,
+    )
+
+
+def job_options(settings: Settings) -> JobOptions:
+    return JobOptions(
+        max_job_chars=settings.max_job_chars,
+        max_upload_bytes=settings.max_upload_bytes,
+        max_batch_items=settings.max_batch_items,
+        max_running_jobs=settings.max_running_jobs,
+        retention_s=settings.job_retention_hours * 3600,
+        disk_bytes=settings.jobs_disk_bytes,
+        paragraph_pause_ms=settings.job_paragraph_pause_ms,
+        chapter_pause_ms=settings.job_chapter_pause_ms,
+        max_segment_chars=settings.max_segment_chars,
+        crossfade_ms=settings.crossfade_ms,
+        noise_scale=settings.noise_scale,
+        noise_w=settings.noise_w,
     )
 
 

@@ -52,6 +52,7 @@ class ConversionServiceOptions:
 class Upload:
     data: bytes
     content_type: str = ""
+    filename: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -446,3 +446,22 @@ def test_workers_run_below_the_express_worker_and_the_rest_of_the_server(metrics
         pool.close()
     assert niceness == {"long": min(caller + 5, 19), "first": caller}
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == caller
+
+
+def test_background_segments_never_run_solo_and_interactive_ones_overtake_them(metrics: Metrics) -> None:
+    engine = FakeEngine()
+    pool = Scheduler(SchedulerOptions(workers=1), metrics)
+    try:
+        engine.gate.clear()
+        job_trace = RequestTrace("job")
+        book = [submit(pool, engine, f"book {n}", Priority.BACKGROUND, due=n, trace=job_trace) for n in range(3)]
+        assert engine.started.wait(5)  # "book 0" holds the worker
+        later = submit(pool, engine, "later")
+        first = submit(pool, engine, "first", Priority.FIRST_SEGMENT)
+        engine.gate.set()
+        for future in [*book, later, first]:
+            future.result(timeout=5)
+    finally:
+        pool.close()
+    assert engine.ran == ["book 0", "first", "later", "book 1", "book 2"]
+    assert not any(engine.solo_by_text[f"book {n}"] for n in range(3))  # alone, yet one core each

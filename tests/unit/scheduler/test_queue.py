@@ -119,3 +119,32 @@ def test_a_batch_may_take_every_job_of_a_tenant_at_once() -> None:
     assert queue.tenants() == {}
     queue.put(job("a", "again"), due=0.0)  # a tenant whose lane a batch emptied queues again as usual
     assert drain(queue) == ["again"]
+
+
+def test_background_segments_come_after_every_interactive_one() -> None:
+    queue = SegmentQueue()
+    queue.put(job("jobs:", "book", Priority.BACKGROUND), due=0.0)
+    queue.put(job("a", "later"), due=99.0)
+    queue.put(job("b", "first", Priority.FIRST_SEGMENT), due=99.0)
+    assert drain(queue) == ["first", "later", "book"]
+
+
+def test_jobs_of_one_key_take_turns_by_progress() -> None:
+    """Each job's segments are due by their number, so two jobs alternate rather than one finishing first."""
+    queue = SegmentQueue()
+    for name in ("A", "B"):
+        for n in range(3):
+            queue.put(job("jobs:", f"{name}{n}", Priority.BACKGROUND), due=float(n))
+    assert drain(queue) == ["A0", "B0", "A1", "B1", "A2", "B2"]
+
+
+def test_background_segments_hold_no_admission_room_and_do_not_block_a_solo_run() -> None:
+    queue = SegmentQueue()
+    for n in range(5):
+        queue.put(job("jobs:", f"book{n}", Priority.BACKGROUND), due=float(n))
+    assert queue.occupancy() == 0
+    assert queue.reserve(3, limit=3)  # all the room is still there for interactive requests
+    assert queue.holds_only("some-request")  # nothing interactive waits: a lone request may run solo
+    queue.put(job("a", "x"), due=0.0, reserved=True)
+    assert queue.occupancy() == 3
+    assert not queue.holds_only("some-request")
