@@ -30,6 +30,7 @@ class FakeEngine:
         self.ran: list[str] = []
         self.batches: list[list[str]] = []
         self.solo: list[bool] = []
+        self.memory_releases = 0
         self.solo_by_text: dict[str, bool] = {}
         self.gate = threading.Event()
         self.gate.set()
@@ -71,6 +72,9 @@ class FakeEngine:
 
     def start_profiling(self, directory: Path) -> None:
         pass
+
+    def release_memory(self) -> None:
+        self.memory_releases += 1
 
     def stop_profiling(self) -> list[EngineProfile]:
         return []

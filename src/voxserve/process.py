@@ -30,6 +30,15 @@ def limit_malloc_arenas(arenas: int) -> None:
         logger.warning("mallopt(M_ARENA_MAX, %d) was refused", arenas)
 
 
+def release_free_heap() -> None:
+    """Hand the free memory glibc's malloc arenas hold back to the system (`malloc_trim`); elsewhere nothing.
+    After a burst of large audio buffers, free chunks otherwise stay in the process for good."""
+    library = ctypes.util.find_library("c") if sys.platform == "linux" else None
+    trim = getattr(ctypes.CDLL(library), "malloc_trim", None) if library is not None else None  # glibc only
+    if trim is not None:
+        trim(0)
+
+
 def lower_thread_priority(niceness: int) -> None:
     """Lower the calling thread's CPU priority by `niceness` (Linux, where each thread has its own nice value).
     Background work (conversions) then takes only the CPU that interactive speech leaves idle, and all of it when

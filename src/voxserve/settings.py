@@ -80,6 +80,10 @@ class Settings(BaseSettings):
         10, ge=0, le=19, description="On CPU, how far below the express worker the other workers' priority is."
     )
 
+    release_memory_idle_s: float = Field(
+        10.0, ge=0, description="After this long without synthesis, engines give back pooled memory; 0 = never."
+    )
+
     phoneme_cache_size: int = Field(10_000, ge=0)
     audio_cache_bytes: int = Field(64 * 2**20, ge=0)
     audio_cache_dir: Path | None = None

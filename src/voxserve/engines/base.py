@@ -73,3 +73,8 @@ class Engine(Protocol):
     def stop_profiling(self) -> list[EngineProfile]:
         """Stop profiling; the profiles written since `start_profiling` (none for engines without one)."""
         ...
+
+    def release_memory(self) -> None:
+        """Give back memory the runtime keeps for reuse (allocator arenas, cached device blocks). The scheduler
+        calls it once the engine has been idle a while, so memory returns to its resting size after a burst."""
+        ...

@@ -128,3 +128,6 @@ class EspeakEngine:
 
     def stop_profiling(self) -> list[EngineProfile]:
         return []
+
+    def release_memory(self) -> None:
+        """libespeak-ng keeps no pool of its own."""

@@ -89,6 +89,9 @@ class FaultyEngine:
     def stop_profiling(self) -> list[EngineProfile]:
         return self.inner.stop_profiling()
 
+    def release_memory(self) -> None:
+        self.inner.release_memory()
+
     def release_hangs(self) -> None:
         """End every hanging call now (shutting down)."""
         self._released.set()

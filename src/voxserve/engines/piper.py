@@ -62,6 +62,15 @@ def _register_shared_cpu_arena() -> None:
     ort.create_and_register_allocator(memory, ort.OrtArenaCfg({"arena_extend_strategy": 0}))
 
 
+@functools.cache
+def _shrink_arena_options() -> ort.RunOptions:
+    """A run that frees the arena regions no call is using when it ends: measured after three concurrent calls
+    of 130 characters, RSS went from 596 to 314 MB (the next call then takes its regions again)."""
+    options = ort.RunOptions()
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return options
+
+
 def _load_session(model: Path | bytes, options: ort.SessionOptions, name: str) -> ort.InferenceSession:
     try:
         return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
@@ -156,7 +165,14 @@ class PiperModel:
             },
         }
 
-    def synthesize(self, segments: Sequence[PreparedSegment], *, solo: bool = False) -> list[np.ndarray]:
+    def release_memory(self, segment: PreparedSegment) -> None:
+        """One short call (`segment`) that ends by handing the CPU arena's unused regions back to the system.
+        The arena is shared by every session in the process; any session's call shrinks it."""
+        self.synthesize([segment], run_options=_shrink_arena_options())
+
+    def synthesize(
+        self, segments: Sequence[PreparedSegment], *, solo: bool = False, run_options: ort.RunOptions | None = None
+    ) -> list[np.ndarray]:
         """One call for all `segments` (same voice and scales; more than one needs `batching`): ids are padded
         to the longest, and each output is cut to its own length from the predicted durations."""
         longest = max(len(segment.phoneme_ids) for segment in segments)
@@ -171,7 +187,7 @@ class PiperModel:
             inputs["sid"] = np.array([self.config.speaker_id(segment.params) for segment in segments], np.int64)
         try:
             with self._sessions.use(solo=solo) as session:
-                outputs = session.run(None, inputs)
+                outputs = session.run(None, inputs, run_options)
         except Exception as exc:  # onnxruntime raises pybind types with no common base
             raise EngineError(f"Piper voice {self.name} failed: {exc}") from exc
         audio = outputs[0].reshape(len(segments), -1).astype(np.float32, copy=False)
@@ -214,6 +230,10 @@ class PiperEngine:
             warm = self._voices.warmup_segment(model)
             for solo in (False, True):
                 self.run([warm] * (2 if self.supports_batching else 1), solo=solo)
+
+    def release_memory(self) -> None:
+        for model in self._models:
+            model.release_memory(self._voices.warmup_segment(model))
 
     def runtime_info(self) -> dict[str, object]:
         return {

@@ -243,3 +243,8 @@ class TorchPiperEngine:
 
     def stop_profiling(self) -> list[EngineProfile]:
         return []
+
+    def release_memory(self) -> None:
+        """CUDA blocks torch's caching allocator holds go back to the device; on CPU torch keeps no pool."""
+        if self.on_gpu:
+            torch.cuda.empty_cache()

@@ -146,6 +146,10 @@ class Metrics:
             "voxserve_engine_failures", "Engine calls that failed (raised, or returned the wrong number of outputs).",
             ["engine"], registry=registry,
         )  # fmt: skip
+        self.memory_releases = Counter(
+            "voxserve_memory_releases", "Times the engines gave back pooled memory after the workers went idle.",
+            registry=registry,
+        )  # fmt: skip
         self.jobs = Counter(
             "voxserve_jobs", "Long-form jobs by the state they reached (queued when made).", ["status"],
             registry=registry,

@@ -12,6 +12,9 @@ request's first audio never waits for a worker to finish a long segment; the oth
 priority (`worker_niceness`), so the express worker (and the event loop that streams audio out) gets the cores
 first, and they go on beside it rather than waiting it out.
 
+Memory: once no segment has run for `release_memory_after_s`, the engines that ran give back the memory their
+runtimes pool (and glibc its free heap), so a burst's high-water mark does not stay with the process for good.
+
 Workers outlive anything an engine does (raising, returning the wrong number of outputs) and any race with a
 cancelling client: the batch concerned fails with `engine_error`, the worker logs it and takes the next job."""
 
@@ -31,7 +34,7 @@ from voxserve.engines.base import Engine, PreparedSegment
 from voxserve.errors import DeadlineExceededError, EngineError, QueueFullError, VoxError
 from voxserve.obs.metrics import Metrics
 from voxserve.obs.trace import RequestTrace
-from voxserve.process import lower_thread_priority
+from voxserve.process import lower_thread_priority, release_free_heap
 from voxserve.scheduler.queue import Job, Priority, SegmentQueue
 
 logger = logging.getLogger(__name__)
@@ -48,6 +51,7 @@ class SchedulerOptions:
     max_length_ratio: float = 1.5
     express_worker: bool = False  # one more worker that takes only first segments
     worker_niceness: int = 0  # how far below the rest of the server (express worker included) workers run
+    release_memory_after_s: float = 0.0  # idle time before engines give back pooled memory; 0 = never
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -58,6 +62,8 @@ class SchedulerOptions:
             raise ValueError("max_length_ratio must be at least 1")
         if not 0 <= self.worker_niceness <= 19:
             raise ValueError("worker_niceness must be 0..19")
+        if self.release_memory_after_s < 0:
+            raise ValueError("release_memory_after_s must be >= 0")
 
 
 class Reservation:
@@ -118,6 +124,9 @@ class Scheduler:
         self._busy = 0
         self._solo_running = False
         self._busy_changed = threading.Condition()
+        self._idle_since: float | None = time.monotonic()
+        self._ran: dict[int, Engine] = {}  # engines that ran since memory was last released, by id
+        self._closing = False
         self._service_s = 0.2  # running mean of one segment's engine time, for Retry-After
         self._threads = [
             threading.Thread(target=self._work, name=f"voxserve-worker-{index}", daemon=True)
@@ -127,6 +136,8 @@ class Scheduler:
             self._threads.append(
                 threading.Thread(target=self._work_express, name="voxserve-worker-express", daemon=True)
             )
+        if options.release_memory_after_s > 0:
+            self._threads.append(threading.Thread(target=self._release_when_idle, name="voxserve-memory", daemon=True))
         for thread in self._threads:
             thread.start()
 
@@ -182,6 +193,9 @@ class Scheduler:
 
     def close(self) -> None:
         """Stop the workers after the work already queued."""
+        with self._busy_changed:
+            self._closing = True
+            self._busy_changed.notify_all()
         self._queue.close()
         for thread in self._threads:
             thread.join()
@@ -280,6 +294,8 @@ class Scheduler:
         """Count the batch as running; True when it runs solo."""
         with self._busy_changed:
             self._busy += 1
+            self._idle_since = None
+            self._ran[id(batch[0].engine)] = batch[0].engine
             # Alone, or only followed by this request's own segments: one at a time on every core beats
             # splitting the cores between segments of one request (the longer one would straggle). Background
             # segments never run solo: a job keeps every worker busy, each on one core, which makes more audio
@@ -291,9 +307,38 @@ class Scheduler:
     def _stop_running(self, solo: bool, per_item_s: float) -> None:
         with self._busy_changed:
             self._busy -= 1
+            if not self._busy:
+                self._idle_since = time.monotonic()
             self._solo_running = self._solo_running and not solo
             self._service_s = 0.9 * self._service_s + 0.1 * per_item_s
             self._busy_changed.notify_all()
+
+    def _release_when_idle(self) -> None:
+        """Each time the workers have been idle for `release_memory_after_s` after running something, have the
+        engines that ran give back their pooled memory."""
+        while (engines := self._wait_for_idle()) is not None:
+            for engine in engines:
+                try:
+                    engine.release_memory()
+                except Exception:
+                    logger.exception("engine %s failed to release memory; it goes on", engine.name)
+            release_free_heap()
+            self._metrics.memory_releases.inc()
+
+    def _wait_for_idle(self) -> list[Engine] | None:
+        """The engines that ran, once idle long enough; `None` when closing."""
+        with self._busy_changed:
+            while not self._closing:
+                idle_since = self._idle_since
+                if not self._ran or idle_since is None:
+                    self._busy_changed.wait()
+                    continue
+                remaining_s = idle_since + self.options.release_memory_after_s - time.monotonic()
+                if remaining_s <= 0:
+                    engines, self._ran = list(self._ran.values()), {}
+                    return engines
+                self._busy_changed.wait(remaining_s)
+            return None
 
     def _count(self, engine: str, items: int, *, failed: bool) -> None:
         self._metrics.engine_items.labels(engine).inc(items)

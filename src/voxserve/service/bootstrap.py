@@ -179,6 +179,7 @@ def build_speech_service(
             # A GPU call serves many segments at once; there the express lane and niceness buy nothing.
             express_worker=settings.express_worker and not built.on_gpu,
             worker_niceness=0 if built.on_gpu else settings.worker_niceness,
+            release_memory_after_s=settings.release_memory_idle_s,
         ),
         metrics,
     )

