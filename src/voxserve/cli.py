@@ -638,7 +638,7 @@ def _job_table(job: dict[str, Any]) -> Table:
     if job["error"]:
         rows["error"] = f"{job['error']['message']} ({job['error']['code']})"
     if "chapters" in job:
-        rows["chapters"] = ", ".join(chapter["title"] for chapter in job["chapters"])
+        rows["chapters"] = ", ".join(chapter["title"] or str(chapter["number"]) for chapter in job["chapters"])
     if "items" in job:
         rows["items"] = ", ".join(item["id"] for item in job["items"])
     table = Table(show_header=False, title=f"job {job['id']}")
