@@ -440,15 +440,20 @@ def job_submit(
     with _job_server(url, config, in_process=in_process) as server_url, _client(server_url, api_key) as client:
         job = _json(client, "POST", JOBS_PATH, data=fields, files={"file": (file.name, file.read_bytes())})
         print(job["id"], flush=True)
-        if not (wait or in_process):
-            return
-        try:
-            finished = _watch(client, job)
-        except KeyboardInterrupt:
-            console.print(_left_running(job["id"], in_process=in_process))
-            raise typer.Exit(130) from None
-        _check_completed(finished)
-        written = _download(client, _result_path(finished), output, job["id"])
+        if wait or in_process:
+            _finish(client, job, output, in_process=in_process)
+
+
+def _finish(client: httpx.Client, job: dict[str, Any], output: Path | None, *, in_process: bool) -> None:
+    """Follow the job to its end and download its audio; exit 1 if it failed or was cancelled, 130 on Ctrl-C."""
+    try:
+        finished = _watch(client, job)
+    except KeyboardInterrupt:
+        console.print(_left_running(job["id"], in_process=in_process))
+        raise typer.Exit(130) from None
+    if finished["status"] != "completed":
+        _fail(finished["error"]["message"] if finished["error"] else f"job {job['id']} was {finished['status']}")
+    written = _download(client, _result_path(finished), output, job["id"])
     console.print(f"{_duration(finished['progress']['audio_seconds'])} of audio written to {written}")
 
 
@@ -587,11 +592,6 @@ def _events(response: httpx.Response) -> Iterator[dict[str, Any]]:
             yield json.loads(line[len("data:") :])
 
 
-def _check_completed(job: dict[str, Any]) -> None:
-    if job["status"] != "completed":
-        _fail(job["error"]["message"] if job["error"] else f"job {job['id']} was {job['status']}")
-
-
 def _left_running(job_id: str, *, in_process: bool) -> str:
     if in_process:
         return (f"stopped; job {job_id} stays in the data directory and resumes when voxserve next serves it "
@@ -604,12 +604,17 @@ def _result_path(job: dict[str, Any]) -> str:
 
 
 def _download(client: httpx.Client, path: str, output: Path | None, stem: str) -> Path:
-    """Stream `path` into `output` (default: the server's file name, else `stem` and the format's extension)."""
+    """Stream `path` into `output` (default: the server's file name, else `stem` and the format's extension); a
+    download cut short leaves no partial file behind."""
     with _exchange(client, "GET", path) as response:
         target = output or _file_name(response, stem)
-        with target.open("wb") as sink:
-            for chunk in response.iter_bytes():
-                sink.write(chunk)
+        try:
+            with target.open("wb") as sink:
+                for chunk in response.iter_bytes():
+                    sink.write(chunk)
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
     return target
 
 

@@ -45,14 +45,14 @@ async def create_job(
         raise InvalidRequestError("send exactly one of input, items or a file", param="input")
     if body.input is not None:
         submit = partial(jobs.submit_text, body.input, voice, caller, markdown=body.input_format == "markdown",
-                         title=body.title, chapter_pattern=body.chapter_pattern)  # fmt: skip
+                         title=body.title, chapter_pattern=body.chapter_pattern, charge=lease.charge)  # fmt: skip
     elif body.items is not None:
-        submit = partial(jobs.submit_batch, [item.to_item() for item in body.items], voice, caller)
+        submit = partial(jobs.submit_batch, [item.to_item() for item in body.items], voice, caller,
+                         charge=lease.charge)  # fmt: skip
     else:
         submit = partial(jobs.submit_document, uploads["file"], voice, caller, title=body.title,
-                         chapter_pattern=body.chapter_pattern)  # fmt: skip
+                         chapter_pattern=body.chapter_pattern, charge=lease.charge)  # fmt: skip
     job = await asyncio.to_thread(submit)
-    lease.charge(job.chars_total)
     jobs.wake()
     return job_object(jobs.get(job.id, caller), jobs.parts(job))
 

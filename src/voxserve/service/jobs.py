@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -55,6 +55,13 @@ CONTENT_TYPES_WITH_M4B = {**CONTENT_TYPES, "m4b": "audio/mp4"}
 ENCODED_SHARE = {"wav": 1.0, "pcm": 1.0, "flac": 0.7}
 OTHER_ENCODED_SHARE = 0.15
 JSONL_TYPES = ("application/jsonl", "application/x-ndjson", "application/ndjson")
+
+
+Charge = Callable[[int], None]
+
+
+def _free(chars: int) -> None:
+    """Jobs submitted without a key's limits to count against."""
 
 
 class DiskBudgetError(VoxError):
@@ -119,8 +126,10 @@ class _Signal:
         self._event = asyncio.Event()
 
     async def wait(self, timeout_s: float) -> None:
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that lands as the event fires.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._event.wait()
 
 
 class JobService:
@@ -143,6 +152,7 @@ class JobService:
         self._wake: asyncio.Event | None = None
         # Enough queued that every worker (and every batch) stays busy while the runner writes a segment out.
         self._window = 2 * scheduler.options.workers * scheduler.options.max_batch_size
+        self._disk_used = store.disk_bytes()  # kept current as files are written and jobs deleted
 
     # lifecycle
 
@@ -162,42 +172,46 @@ class JobService:
 
     def submit_text(
         self, text: str, voice: JobVoice, caller: Caller, *, markdown: bool, title: str = "",
-        chapter_pattern: str | None = None,
+        chapter_pattern: str | None = None, charge: Charge = _free,
     ) -> Job:  # fmt: skip
         """A book from text (Markdown headings, or lines matching `chapter_pattern`, start chapters). The
-        `submit_*` calls block (they parse, segment and write the job); call them off the event loop."""
+        `submit_*` calls block (they parse, segment and write the job); call them off the event loop. `charge`
+        receives the job's characters before anything is made (a key's daily limit raises there)."""
         if len(text) > self.options.max_job_chars:
             raise InputTooLongError(
                 f"input is {len(text)} characters; the limit is {self.options.max_job_chars}", param="input"
             )
-        return self.submit_book(parse_text(text, markdown=markdown, chapter_pattern=chapter_pattern), voice, caller,
-                                title)  # fmt: skip
+        chapters = parse_text(text, markdown=markdown, chapter_pattern=chapter_pattern)
+        return self.submit_book(chapters, voice, caller, title, charge=charge)
 
     def submit_document(
-        self, upload: Upload, voice: JobVoice, caller: Caller, *, title: str = "", chapter_pattern: str | None = None
-    ) -> Job:
+        self, upload: Upload, voice: JobVoice, caller: Caller, *, title: str = "", chapter_pattern: str | None = None,
+        charge: Charge = _free,
+    ) -> Job:  # fmt: skip
         """A book from an uploaded text, Markdown or EPUB file, or a batch from a JSONL file of items."""
         if _is_jsonl(upload):
             items = parse_jsonl(
                 upload.data, max_items=self.options.max_batch_items, max_chars=self.options.max_job_chars
             )
-            return self.submit_batch(items, voice, caller)
+            return self.submit_batch(items, voice, caller, charge=charge)
         fmt = detect_format(upload.filename, upload.content_type, upload.data)
         chapters = parse_document(
             upload.data, fmt, chapter_pattern=chapter_pattern, max_chars=self.options.max_job_chars
         )
-        return self.submit_book(chapters, voice, caller, title or Path(upload.filename).stem)
+        return self.submit_book(chapters, voice, caller, title or Path(upload.filename).stem, charge=charge)
 
-    def submit_book(self, chapters: list[Chapter], voice: JobVoice, caller: Caller, title: str = "") -> Job:
+    def submit_book(
+        self, chapters: list[Chapter], voice: JobVoice, caller: Caller, title: str = "", *, charge: Charge = _free
+    ) -> Job:
         """A job speaking `chapters` in order, one file (an M4B gets chapter marks)."""
         resolved = self._voice(voice, "voice")
         parts, segments = [], []
         for index, chapter in enumerate(chapters):
             parts.append(JobPart(index, chapter.title, {"sample_rate": resolved.sample_rate}))
             segments += self._segments(index, chapter.paragraphs, len(segments), last=index == len(chapters) - 1)
-        return self._create("speech", voice, caller, parts, segments, resolved.sample_rate, title)
+        return self._create("speech", voice, caller, parts, segments, resolved.sample_rate, title, charge)
 
-    def submit_batch(self, items: list[BatchItem], voice: JobVoice, caller: Caller) -> Job:
+    def submit_batch(self, items: list[BatchItem], voice: JobVoice, caller: Caller, *, charge: Charge = _free) -> Job:
         """A job making one file per item; an item may name its own voice, model, format and speed."""
         if not items:
             raise InvalidRequestError("a batch needs at least one item", param="items")
@@ -214,11 +228,11 @@ class JobService:
             rate = rate or resolved.sample_rate
             parts.append(JobPart(index, item.id, {**_voice_fields(item_voice), "sample_rate": resolved.sample_rate}))
             segments += self._segments(index, (item.input,), len(segments), last=True)
-        return self._create("batch", voice, caller, parts, segments, rate, "")
+        return self._create("batch", voice, caller, parts, segments, rate, "", charge)
 
     def _create(
         self, kind: str, voice: JobVoice, caller: Caller, parts: list[JobPart], segments: list[JobSegment],
-        sample_rate: int, title: str,
+        sample_rate: int, title: str, charge: Charge,
     ) -> Job:  # fmt: skip
         chars = sum(len(segment.text) for segment in segments)
         if not segments:
@@ -228,6 +242,7 @@ class JobService:
                 f"the job is {chars} characters; the limit is {self.options.max_job_chars}", param="input"
             )
         self._check_disk(self.estimated_bytes(chars, voice.speed, sample_rate, voice.response_format))
+        charge(chars)
         job = Job(
             id=new_job_id(), owner=caller.key_id, kind=kind, status="queued", created_at=time.time(),
             started_at=None, finished_at=None, request={**_voice_fields(voice), "title": title}, error=None,
@@ -276,7 +291,7 @@ class JobService:
         return round(pcm * (1 + ENCODED_SHARE.get(response_format, OTHER_ENCODED_SHARE)))
 
     def _check_disk(self, more_bytes: int) -> None:
-        used = self.store.disk_bytes()
+        used = self._disk_used
         if used + more_bytes > self.options.disk_bytes:
             raise DiskBudgetError(
                 f"the job needs about {more_bytes >> 20} MiB and jobs already use {used >> 20} MiB of the "
@@ -322,10 +337,11 @@ class JobService:
     async def cancel(self, job_id: str, caller: Caller) -> Progress:
         job = (await asyncio.to_thread(self.get, job_id, caller)).job
         self._check_manages(job, caller)
-        if job.finished:
-            raise ConflictError(f"job {job_id} is already {job.status}", code="job_finished")
+        if not await asyncio.to_thread(self.store.set_status, job_id, "cancelled"):
+            finished = await asyncio.to_thread(self.get, job_id, caller)
+            raise ConflictError(f"job {job_id} is already {finished.job.status}", code="job_finished")
+        self.metrics.jobs.labels("cancelled").inc()
         runner = self._runners.get(job_id)
-        await asyncio.to_thread(self.store.set_status, job_id, "cancelled")
         if runner is not None:
             runner.cancel()
             await asyncio.gather(runner, return_exceptions=True)
@@ -339,7 +355,7 @@ class JobService:
         if runner is not None:
             runner.cancel()
             await asyncio.gather(runner, return_exceptions=True)
-        await asyncio.to_thread(self.store.delete, job_id)
+        self._disk_used -= await asyncio.to_thread(self._delete_files, job_id)
         self._changed()
 
     @staticmethod
@@ -355,43 +371,44 @@ class JobService:
         assert self._wake is not None
         next_sweep = 0.0
         while True:
+            self._wake.clear()  # before looking: a job made while we look wakes the next round
             if time.monotonic() >= next_sweep:
-                await asyncio.to_thread(self._sweep)
+                self._disk_used -= await asyncio.to_thread(self._sweep)
                 next_sweep = time.monotonic() + 60
-            free = self.options.max_running_jobs - len(self._runners)
-            if free > 0:
-                for job in (await asyncio.to_thread(self.store.unfinished))[: len(self._runners) + free]:
-                    if job.id not in self._runners and len(self._runners) < self.options.max_running_jobs:
+            if len(self._runners) < self.options.max_running_jobs:
+                for job in await asyncio.to_thread(self.store.unfinished):
+                    if len(self._runners) >= self.options.max_running_jobs:
+                        break
+                    if job.id not in self._runners:
                         self._runners[job.id] = asyncio.create_task(self._run(job), name=f"voxserve-{job.id}")
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=10)
+                async with asyncio.timeout(10):
+                    await self._wake.wait()
 
-    def _sweep(self) -> None:
+    def _sweep(self) -> int:
+        """Delete jobs past their retention; the bytes freed."""
+        freed = 0
         for job_id in self.store.finished_before(time.time() - self.options.retention_s):
             logger.info("job %s: past its retention, deleted", job_id)
-            self.store.delete(job_id)
+            freed += self._delete_files(job_id)
+        return freed
+
+    def _delete_files(self, job_id: str) -> int:
+        """Delete a job and its files; the bytes they took."""
+        size = sum(path.stat().st_size for path in self.store.job_dir(job_id).rglob("*") if path.is_file())
+        self.store.delete(job_id)
+        return size
 
     async def _run(self, job: Job) -> None:
+        """Render `job` and record how it ended; a cancel or delete that came first wins over what it would write."""
         try:
             await self._render(job)
-        except asyncio.CancelledError:
-            current = await asyncio.to_thread(self.store.get, job.id)
-            if current is not None and current.status == "cancelled":
-                self.metrics.jobs.labels("cancelled").inc()
-            raise
         except VoxError as exc:
             logger.warning("job %s failed: %s", job.id, exc.message)
-            await asyncio.to_thread(self.store.set_status, job.id, "failed", error=exc.message, code=exc.code)
-            self.metrics.jobs.labels("failed").inc()
+            await self._end(job, "failed", error=exc.message, code=exc.code)
         except Exception:
             logger.exception("job %s failed", job.id)
-            await asyncio.to_thread(
-                self.store.set_status, job.id, "failed", error="internal error while rendering", code="job_failed"
-            )
-            self.metrics.jobs.labels("failed").inc()
-        else:
-            self.metrics.jobs.labels("completed").inc()
+            await self._end(job, "failed", error="internal error while rendering", code="job_failed")
         finally:
             self._runners.pop(job.id, None)
             self._rates.pop(job.id, None)
@@ -399,8 +416,14 @@ class JobService:
             if self._wake is not None:
                 self._wake.set()
 
+    async def _end(self, job: Job, status: str, *, error: str | None = None, code: str | None = None) -> None:
+        if await asyncio.to_thread(self.store.set_status, job.id, status, error=error, code=code):
+            self.metrics.jobs.labels(status).inc()
+            logger.info("job %s %s", job.id, status)
+
     async def _render(self, job: Job) -> None:
-        await asyncio.to_thread(self.store.set_status, job.id, "running")
+        if not await asyncio.to_thread(self.store.set_status, job.id, "running"):
+            return  # cancelled (or deleted) since the dispatcher picked it
         self._rates[job.id] = (time.monotonic(), job.chars_done)
         self._changed()
         parts = await asyncio.to_thread(self.store.parts, job.id)
@@ -418,9 +441,8 @@ class JobService:
         finally:
             for _, future in in_flight:
                 future.cancel()
-        await asyncio.to_thread(self._assemble, job.id)
-        await asyncio.to_thread(self.store.set_status, job.id, "completed")
-        logger.info("job %s completed", job.id)
+        self._disk_used += await asyncio.to_thread(self._assemble, job.id)
+        await self._end(job, "completed")
 
     def _checked_segments(self, job: Job) -> list[JobSegment]:
         """The job's segments, with any done segment whose file is damaged or gone marked to be made again."""
@@ -466,9 +488,10 @@ class JobService:
             raise EngineError(f"segment {segment.index} could not be made: {exc.message}") from exc
         sample_rate = speakers[segment.part].voice.sample_rate
         size = len(samples) * SAMPLE_BYTES
-        if self.store.disk_bytes() + size > self.options.disk_bytes:
+        if self._disk_used + size > self.options.disk_bytes:
             raise DiskBudgetError("jobs passed their disk budget (jobs_disk_bytes) while this job rendered")
         await asyncio.to_thread(self.store.save_segment, job.id, segment, samples, sample_rate)
+        self._disk_used += size
         self.metrics.job_segments.inc()
         self._changed()
 
@@ -483,8 +506,9 @@ class JobService:
         name = "result" if part is None else f"item-{part.index:05d}"
         return self.store.job_dir(job.id) / f"{name}.{fields['response_format']}"
 
-    def _assemble(self, job_id: str) -> None:
-        """The finished files: one for a book (M4B chapter marks from its chapters), one per batch item."""
+    def _assemble(self, job_id: str) -> int:
+        """The finished files: one for a book (M4B chapter marks from its chapters), one per batch item. Returns
+        the bytes they take."""
         job = self.store.get(job_id)
         assert job is not None
         segments, parts = self.store.segments(job_id), self.store.parts(job_id)
@@ -495,7 +519,7 @@ class JobService:
                 audio = part_audio(self.store, job_id, part_segments(segments, part), rate, crossfade)
                 fmt = str(part.request.get("response_format", job.request["response_format"]))
                 write_audio_file(self.result_path(job, part), fmt, rate, [(part.name, audio)], part.name)
-            return
+            return sum(self.result_path(job, part).stat().st_size for part in parts)
         chapters = [
             (part.name or f"Chapter {part.index + 1}",
              part_audio(self.store, job_id, part_segments(segments, part), job.sample_rate, crossfade))
@@ -505,6 +529,7 @@ class JobService:
             self.result_path(job), str(job.request["response_format"]), job.sample_rate, chapters,
             str(job.request.get("title", "")),
         )  # fmt: skip
+        return self.result_path(job).stat().st_size
 
     def items_zip(self, job: Job) -> Path:
         """Every item's file in one ZIP (made on first request, then kept with the job)."""

@@ -200,15 +200,19 @@ class JobStore:
             ).fetchall()
         return [_job(row) for row in rows]
 
-    def set_status(self, job_id: str, status: str, *, error: str | None = None, code: str | None = None) -> None:
+    def set_status(self, job_id: str, status: str, *, error: str | None = None, code: str | None = None) -> bool:
+        """Move an unfinished job to `status`; `False` when it has already finished (a cancel that came first
+        stays cancelled, whatever its runner was about to write)."""
         now = time.time()
         with self._lock:
-            self._db.execute(
-                "UPDATE jobs SET status = ?, error = ?, error_code = ?, "
-                "started_at = CASE WHEN ? = 'running' AND started_at IS NULL THEN ? ELSE started_at END, "
-                "finished_at = CASE WHEN ? IN ('completed', 'failed', 'cancelled') THEN ? ELSE finished_at END "
-                "WHERE id = ?",
-                (status, error, code, status, now, status, now, job_id),
+            return bool(
+                self._db.execute(
+                    "UPDATE jobs SET status = ?, error = ?, error_code = ?, "
+                    "started_at = CASE WHEN ? = 'running' AND started_at IS NULL THEN ? ELSE started_at END, "
+                    "finished_at = CASE WHEN ? IN ('completed', 'failed', 'cancelled') THEN ? ELSE finished_at END "
+                    "WHERE id = ? AND status IN ('queued', 'running')",
+                    (status, error, code, status, now, status, now, job_id),
+                ).rowcount
             )
 
     def finished_before(self, when: float) -> list[str]:
