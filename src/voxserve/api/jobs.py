@@ -90,13 +90,16 @@ async def job_events(
     jobs: JobService = Depends(get_jobs),
 ) -> Response:  # fmt: skip
     """Server-Sent Events: `job.progress` at once, after each finished segment and at least once a second, then one
-    `job.completed`, `job.failed` or `job.cancelled`."""
+    `job.completed`, `job.failed` or `job.cancelled` (or `job.deleted`, when it is deleted while watched)."""
     await asyncio.to_thread(jobs.get, job_id, principal.caller)  # 404 before the stream starts
 
     async def events() -> AsyncIterator[bytes]:
-        async for progress in jobs.events(job_id, principal.caller):
-            kind = f"job.{progress.job.status}" if progress.job.finished else "job.progress"
-            yield f"data: {json.dumps({'type': kind, 'job': job_object(progress)}, separators=(',', ':'))}\n\n".encode()
+        try:
+            async for progress in jobs.events(job_id, principal.caller):
+                kind = f"job.{progress.job.status}" if progress.job.finished else "job.progress"
+                yield _event({"type": kind, "job": job_object(progress)})
+        except NotFoundError:
+            yield _event({"type": "job.deleted", "job": {"id": job_id, "object": "audio.job"}})
 
     return await streaming_response(request, events(), "text/event-stream", lambda: {"Cache-Control": "no-store"})
 
@@ -172,8 +175,14 @@ async def delete_job(
     return JSONResponse({"id": job_id, "object": "audio.job.deleted", "deleted": True})
 
 
+def _event(payload: dict[str, object]) -> bytes:
+    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
+
+
 def _file(jobs: JobService, job: Job, part: JobPart | None) -> FileResponse:
     path = jobs.result_path(job, part)
+    if not path.is_file():  # deleted since it was looked up
+        raise NotFoundError(f"no job {job.id}", param="job_id", code="job_not_found")
     fmt = path.suffix[1:]
     name = f"{job.id}.{fmt}" if part is None else f"{part.name}.{fmt}"
     return FileResponse(path, media_type=jobs.content_type(fmt), filename=name)

@@ -196,7 +196,9 @@ class SegmentQueue:
     def _pop_compatible(self, head: Job, limit: int, max_length_ratio: float) -> list[Job]:
         def fits(job: Job) -> bool:
             shorter, longer = sorted((job.length, head.length))
-            return job.batch_key == head.batch_key and longer <= max_length_ratio * max(shorter, 1)
+            # A live request's batch never waits on job segments (nor a job's batch take a live segment's place).
+            same_class = job.background == head.background
+            return same_class and job.batch_key == head.batch_key and longer <= max_length_ratio * max(shorter, 1)
 
         entries = [entry for lane in self._lanes.values() for entry in lane if fits(entry[3])]
         chosen = sorted(entries, key=self._rank)[:limit]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -152,7 +153,8 @@ class JobService:
         self._wake: asyncio.Event | None = None
         # Enough queued that every worker (and every batch) stays busy while the runner writes a segment out.
         self._window = 2 * scheduler.options.workers * scheduler.options.max_batch_size
-        self._disk_used = store.disk_bytes()  # kept current as files are written and jobs deleted
+        self._disk_used = store.disk_bytes()  # counted afresh at each sweep; between sweeps, what was written
+        self._zip_lock = threading.Lock()
 
     # lifecycle
 
@@ -205,10 +207,11 @@ class JobService:
     ) -> Job:
         """A job speaking `chapters` in order, one file (an M4B gets chapter marks)."""
         resolved = self._voice(voice, "voice")
+        spoken = [(chapter.title, texts) for chapter in chapters if (texts := self._speakable(chapter.paragraphs))]
         parts, segments = [], []
-        for index, chapter in enumerate(chapters):
-            parts.append(JobPart(index, chapter.title, {"sample_rate": resolved.sample_rate}))
-            segments += self._segments(index, chapter.paragraphs, len(segments), last=index == len(chapters) - 1)
+        for index, (chapter_title, paragraphs) in enumerate(spoken):
+            parts.append(JobPart(index, chapter_title, {"sample_rate": resolved.sample_rate}))
+            segments += self._segments(index, paragraphs, len(segments), last=index == len(spoken) - 1)
         return self._create("speech", voice, caller, parts, segments, resolved.sample_rate, title, charge)
 
     def submit_batch(self, items: list[BatchItem], voice: JobVoice, caller: Caller, *, charge: Charge = _free) -> Job:
@@ -227,7 +230,10 @@ class JobService:
             resolved = self._voice(item_voice, f"items[{index}].voice")
             rate = rate or resolved.sample_rate
             parts.append(JobPart(index, item.id, {**_voice_fields(item_voice), "sample_rate": resolved.sample_rate}))
-            segments += self._segments(index, (item.input,), len(segments), last=True)
+            texts = self._speakable((item.input,))
+            if not texts:
+                raise InvalidRequestError(f"item {item.id!r} has no speakable text", param="items")
+            segments += self._segments(index, texts, len(segments), last=True)
         return self._create("batch", voice, caller, parts, segments, rate, "", charge)
 
     def _create(
@@ -270,12 +276,11 @@ class JobService:
         except VoiceNotFoundError as exc:
             raise VoiceNotFoundError(f"{exc.message} (jobs speak built-in voices)", param=param) from exc
 
-    def _segments(self, part: int, paragraphs: tuple[str, ...], start: int, *, last: bool) -> list[JobSegment]:
-        """A part's segments, numbered from `start`; each paragraph's last one pauses (a chapter's longer)."""
-        limit = self.options.max_segment_chars
+    def _segments(self, part: int, paragraphs: list[list[str]], start: int, *, last: bool) -> list[JobSegment]:
+        """A part's segments (its paragraphs' texts), numbered from `start`; each paragraph's last one pauses
+        (a chapter's last one longer, the job's last one not at all)."""
         segments: list[JobSegment] = []
-        for number, paragraph in enumerate(paragraphs):
-            texts = segment_text(normalize_text(paragraph), first_segment_max_chars=limit, max_segment_chars=limit)
+        for number, texts in enumerate(paragraphs):
             for offset, text in enumerate(texts):
                 pause = 0
                 if offset == len(texts) - 1:
@@ -285,13 +290,20 @@ class JobService:
                 segments.append(JobSegment(start + len(segments), part, text, pause))
         return segments
 
+    def _speakable(self, paragraphs: tuple[str, ...]) -> list[list[str]]:
+        """Each paragraph's segment texts, leaving out paragraphs with nothing to say (markup, emoji)."""
+        limit = self.options.max_segment_chars
+        split = (segment_text(normalize_text(paragraph), first_segment_max_chars=limit, max_segment_chars=limit)
+                 for paragraph in paragraphs)  # fmt: skip
+        return [texts for texts in split if texts]
+
     def estimated_bytes(self, chars: int, speed: float, sample_rate: int, response_format: str) -> int:
         """Disk a job will take: its 16-bit segments and its encoded file."""
         pcm = chars * SPOKEN_S_PER_CHAR / speed * sample_rate * SAMPLE_BYTES
         return round(pcm * (1 + ENCODED_SHARE.get(response_format, OTHER_ENCODED_SHARE)))
 
     def _check_disk(self, more_bytes: int) -> None:
-        used = self._disk_used
+        used = self._disk_used = self.store.disk_bytes()
         if used + more_bytes > self.options.disk_bytes:
             raise DiskBudgetError(
                 f"the job needs about {more_bytes >> 20} MiB and jobs already use {used >> 20} MiB of the "
@@ -302,7 +314,8 @@ class JobService:
 
     def get(self, job_id: str, caller: Caller) -> Progress:
         job = self.store.get(job_id)
-        if job is None or not caller.sees(job.owner, shared=False):
+        # Stricter than voices: a job made with no key (before keys existed) is for admins only.
+        if job is None or not (caller.admin or job.owner == caller.key_id):
             raise NotFoundError(f"no job {job_id}", param="job_id", code="job_not_found")
         return self._progress(job)
 
@@ -351,11 +364,14 @@ class JobService:
     async def delete(self, job_id: str, caller: Caller) -> None:
         job = (await asyncio.to_thread(self.get, job_id, caller)).job
         self._check_manages(job, caller)
+        # Finished first, so neither its runner nor the dispatcher takes it up again while its files go.
+        await asyncio.to_thread(self.store.set_status, job_id, "cancelled")
         runner = self._runners.get(job_id)
         if runner is not None:
             runner.cancel()
             await asyncio.gather(runner, return_exceptions=True)
-        self._disk_used -= await asyncio.to_thread(self._delete_files, job_id)
+        await asyncio.to_thread(self.store.delete, job_id)
+        self._disk_used = await asyncio.to_thread(self.store.disk_bytes)
         self._changed()
 
     @staticmethod
@@ -372,32 +388,34 @@ class JobService:
         next_sweep = 0.0
         while True:
             self._wake.clear()  # before looking: a job made while we look wakes the next round
-            if time.monotonic() >= next_sweep:
-                self._disk_used -= await asyncio.to_thread(self._sweep)
-                next_sweep = time.monotonic() + 60
-            if len(self._runners) < self.options.max_running_jobs:
-                for job in await asyncio.to_thread(self.store.unfinished):
-                    if len(self._runners) >= self.options.max_running_jobs:
-                        break
-                    if job.id not in self._runners:
-                        self._runners[job.id] = asyncio.create_task(self._run(job), name=f"voxserve-{job.id}")
+            try:
+                if time.monotonic() >= next_sweep:
+                    await asyncio.to_thread(self._sweep)
+                    next_sweep = time.monotonic() + 60
+                await self._start_runners()
+            except Exception:
+                # A store that is briefly locked or a file removed under us: the next round tries again.
+                logger.exception("the job dispatcher failed a round; it goes on")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(10):
                     await self._wake.wait()
 
-    def _sweep(self) -> int:
-        """Delete jobs past their retention; the bytes freed."""
-        freed = 0
+    async def _start_runners(self) -> None:
+        if len(self._runners) >= self.options.max_running_jobs:
+            return
+        for job in await asyncio.to_thread(self.store.unfinished):
+            if len(self._runners) >= self.options.max_running_jobs:
+                break
+            if job.id not in self._runners:
+                self._runners[job.id] = asyncio.create_task(self._run(job), name=f"voxserve-{job.id}")
+
+    def _sweep(self) -> None:
+        """Delete jobs past their retention, and count the disk jobs use afresh (the running count between
+        sweeps is only what this process wrote)."""
         for job_id in self.store.finished_before(time.time() - self.options.retention_s):
             logger.info("job %s: past its retention, deleted", job_id)
-            freed += self._delete_files(job_id)
-        return freed
-
-    def _delete_files(self, job_id: str) -> int:
-        """Delete a job and its files; the bytes they took."""
-        size = sum(path.stat().st_size for path in self.store.job_dir(job_id).rglob("*") if path.is_file())
-        self.store.delete(job_id)
-        return size
+            self.store.delete(job_id)
+        self._disk_used = self.store.disk_bytes()
 
     async def _run(self, job: Job) -> None:
         """Render `job` and record how it ended; a cancel or delete that came first wins over what it would write."""
@@ -485,7 +503,8 @@ class JobService:
         try:
             samples = await asyncio.wrap_future(future)
         except VoxError as exc:
-            raise EngineError(f"segment {segment.index} could not be made: {exc.message}") from exc
+            logger.warning("job %s: segment %d failed: %s", job.id, segment.index, exc.message)
+            raise EngineError(f"segment {segment.index} could not be made ({exc.code})") from exc
         sample_rate = speakers[segment.part].voice.sample_rate
         size = len(samples) * SAMPLE_BYTES
         if self._disk_used + size > self.options.disk_bytes:
@@ -534,7 +553,9 @@ class JobService:
     def items_zip(self, job: Job) -> Path:
         """Every item's file in one ZIP (made on first request, then kept with the job)."""
         path = self.store.job_dir(job.id) / "items.zip"
-        if not path.exists():
+        with self._zip_lock:  # two first requests would otherwise both write it
+            if path.exists():
+                return path
             parts = self.store.parts(job.id)
             write_zip(path, [(f"{part.name}.{self.result_path(job, part).suffix[1:]}", self.result_path(job, part))
                              for part in parts])  # fmt: skip
@@ -553,7 +574,10 @@ class JobService:
         while position < len(segments):
             segment = segments[position]
             if segment.done:
-                samples = await asyncio.to_thread(self.store.read_segment, job.id, segment)
+                try:
+                    samples = await asyncio.to_thread(self.store.read_segment, job.id, segment)
+                except FileNotFoundError:
+                    break  # deleted meanwhile
                 ready = assembler.push(samples, segment.pause_after_ms)
                 position += 1
                 if len(ready):
@@ -561,10 +585,12 @@ class JobService:
                 continue
             current = await asyncio.to_thread(self.store.get, job.id)
             if current is None or current.status in ("failed", "cancelled"):
-                break
+                break  # ends where it stopped; a deleted job ends too
             await self._signal.wait(1.0)
             fresh = {s.index: s for s in await asyncio.to_thread(self.store.segments, job.id)}
-            segments = [fresh[s.index] for s in segments]
+            if segment.index not in fresh:
+                break
+            segments = [fresh.get(s.index, s) for s in segments]
         yield AudioChunk(assembler.flush(), rate)
 
     def content_type(self, response_format: str) -> str:

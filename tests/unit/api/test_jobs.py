@@ -19,10 +19,12 @@ import pytest
 
 from tests.fakes import FAKE_VOICE, FakeEngine
 from tests.unit.api.inprocess import READY_WAIT_S, AsgiCall, running_app
+from voxserve.errors import NotFoundError
 from voxserve.service.bootstrap import Services
 from voxserve.settings import Settings
 from voxserve.storage.jobs import JobStore
 from voxserve.storage.keys import KeyStore
+from voxserve.types import Caller
 
 JOBS = "/v1/audio/jobs"
 BOOK = "# One\n\nHello there.\n\nSecond paragraph.\n\n# Two\n\nThe end."
@@ -350,3 +352,45 @@ async def test_a_stopped_job_resumes_where_it_stopped_and_remakes_a_damaged_segm
     assert job["status"] == "completed"
     assert resumed.ran == ["Paragraph number 1."] + [f"Paragraph number {n}." for n in range(stop_after, 6)]
     assert audio == expected
+
+
+async def test_deleting_a_running_job_stops_it_for_good_and_ends_its_watchers(tmp_path: Path) -> None:
+    engine = FakeEngine()
+    engine.gate.clear()
+    async with served(tmp_path, engine) as (client, services):
+        created = await submit(client, input="\n\n".join(f"Paragraph {n}." for n in range(6)))
+        job_id = str(created["id"])
+        assert await asyncio.to_thread(engine.started.wait, READY_WAIT_S)
+        watching = asyncio.create_task(client.get(f"{JOBS}/{job_id}/events"))
+        await asyncio.sleep(0.05)
+        assert (await client.delete(f"{JOBS}/{job_id}")).status_code == 200
+        engine.gate.set()
+        events = [json.loads(line[6:]) for line in (await watching).text.splitlines() if line.startswith("data: ")]
+        # The watcher's last event: the cancel a delete begins with, or the deletion itself.
+        assert events[-1]["type"] in ("job.cancelled", "job.deleted")
+        assert events[-1]["job"]["id"] == job_id
+        await asyncio.to_thread(services.jobs._sweep)  # a dispatcher round: nothing takes the job up again
+        await asyncio.sleep(0.1)
+        assert engine.ran == ["Paragraph 0."]
+        assert (await client.get(f"{JOBS}/{job_id}")).status_code == 404
+        assert not services.jobs.store.job_dir(job_id).exists()
+        assert services.speech.scheduler.queue_depth() == 0
+
+
+async def test_a_batch_item_with_nothing_to_say_is_refused_up_front(tmp_path: Path) -> None:
+    async with served(tmp_path) as (client, _):
+        response = await client.post(
+            JOBS, json={"voice": "fake", "items": [{"id": "ok", "input": "Fine."}, {"id": "blank", "input": "  "}]}
+        )
+        assert response.status_code == 400
+        assert "blank" in response.json()["error"]["message"]
+        assert (await client.get(JOBS)).json()["data"] == []
+
+
+async def test_a_job_made_without_a_key_is_for_admins_once_keys_exist(tmp_path: Path) -> None:
+    async with served(tmp_path) as (client, services):
+        job_id = str((await submit(client, input="No key made me."))["id"])
+        await finished(client, job_id)
+        with pytest.raises(NotFoundError):
+            services.jobs.get(job_id, Caller(key_id="k1", admin=False))
+        assert services.jobs.get(job_id, Caller(key_id="root", admin=True)).job.id == job_id

@@ -148,3 +148,16 @@ def test_background_segments_hold_no_admission_room_and_do_not_block_a_solo_run(
     queue.put(job("a", "x"), due=0.0, reserved=True)
     assert queue.occupancy() == 3
     assert not queue.holds_only("some-request")
+
+
+def test_a_live_segments_batch_takes_no_job_segments() -> None:
+    queue = SegmentQueue()
+    for n in range(3):
+        queue.put(job("jobs:", f"book {n}", Priority.BACKGROUND), due=float(n))
+    queue.put(job("a", "live 0"), due=0.0)
+    queue.put(job("a", "live 1"), due=1.0)
+    head = queue.get()
+    assert head is not None
+    assert head.segment.params.text == "live 0"
+    taken = queue.take_compatible(head, max_items=8, wait_s=0.0, max_length_ratio=10.0)
+    assert [item.segment.params.text for item in taken] == ["live 1"]
