@@ -141,12 +141,6 @@ class Settings(BaseSettings):
     conversion_envelope_strength: float = Field(1.0, ge=0.0, le=1.0, description="How far timbre moves (0-1).")
 
     max_job_chars: int = Field(2_000_000, ge=1, description="Longest text a long-form job takes.")
-    job_workers: int = Field(
-        0, ge=0, description="On CPU, workers only for job segments; 0 = as many as `workers` (none on a GPU)."
-    )
-    job_worker_niceness: int = Field(
-        19, ge=0, le=19, description="On CPU (Linux), how far below the rest of the server the job workers run."
-    )
     max_batch_items: int = Field(10_000, ge=1, description="Most items one batch job takes.")
     max_running_jobs: int = Field(1, ge=1, description="Jobs that make progress at once; others wait queued.")
     job_retention_hours: float = Field(168.0, gt=0, description="Finished jobs (and their files) are deleted after.")

@@ -12,10 +12,6 @@ request's first audio never waits for a worker to finish a long segment; the oth
 priority (`worker_niceness`), so the express worker (and the event loop that streams audio out) gets the cores
 first, and they go on beside it rather than waiting it out.
 
-Background (long-form job) segments come after every interactive one. On CPU they have workers of their own
-(`background_workers`) at the lowest OS priority (`background_niceness`): an idle machine gives them every core,
-and a live request's segments take the cores back the moment they run, without waiting for a job segment to end.
-
 Memory: once no segment has run for `release_memory_after_s`, the engines that ran give back the memory their
 runtimes pool (and glibc its free heap), so a burst's high-water mark does not stay with the process for good.
 
@@ -56,8 +52,6 @@ class SchedulerOptions:
     express_worker: bool = False  # one more worker that takes only first segments
     worker_niceness: int = 0  # how far below the rest of the server (express worker included) workers run
     release_memory_after_s: float = 0.0  # idle time before engines give back pooled memory; 0 = never
-    background_workers: int = 0  # workers only for background (job) segments; 0 = the workers take them too
-    background_niceness: int = 19  # how far below the rest of the server the background workers run
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -70,8 +64,6 @@ class SchedulerOptions:
             raise ValueError("worker_niceness must be 0..19")
         if self.release_memory_after_s < 0:
             raise ValueError("release_memory_after_s must be >= 0")
-        if self.background_workers < 0 or not 0 <= self.background_niceness <= 19:
-            raise ValueError("background_workers >= 0 and background_niceness 0..19 are required")
 
 
 class Reservation:
@@ -144,10 +136,6 @@ class Scheduler:
             self._threads.append(
                 threading.Thread(target=self._work_express, name="voxserve-worker-express", daemon=True)
             )
-        self._threads += [
-            threading.Thread(target=self._work_background, name=f"voxserve-worker-background-{index}", daemon=True)
-            for index in range(options.background_workers)
-        ]
         if options.release_memory_after_s > 0:
             self._threads.append(threading.Thread(target=self._release_when_idle, name="voxserve-memory", daemon=True))
         for thread in self._threads:
@@ -214,21 +202,15 @@ class Scheduler:
 
     def _work(self) -> None:
         lower_thread_priority(self.options.worker_niceness)
-        # With background workers, these leave job segments to them.
-        self._serve(max_priority=Priority.LATER_SEGMENT if self.options.background_workers else None)
+        self._serve()
 
     def _work_express(self) -> None:
-        self._serve(max_priority=Priority.FIRST_SEGMENT, express=True)
+        self._serve(express=True)
 
-    def _work_background(self) -> None:
-        lower_thread_priority(self.options.background_niceness)
-        self._serve(min_priority=Priority.BACKGROUND)
-
-    def _serve(
-        self, *, max_priority: Priority | None = None, min_priority: Priority | None = None, express: bool = False
-    ) -> None:
-        """Run jobs whose priority is within the bounds given (`SegmentQueue.get`) until the queue closes."""
-        while (job := self._queue.get(max_priority, min_priority)) is not None:
+    def _serve(self, *, express: bool = False) -> None:
+        """Run jobs (first segments only, on the express worker) until the queue closes."""
+        max_priority = Priority.FIRST_SEGMENT if express else None
+        while (job := self._queue.get(max_priority)) is not None:
             batch = [job]
             try:
                 batch = self._gather(job)

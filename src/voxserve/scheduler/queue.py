@@ -141,12 +141,11 @@ class SegmentQueue:
             # Every waiter: one that takes only urgent jobs must not be the only one woken for a later one.
             self._ready.notify_all()
 
-    def get(self, max_priority: int | None = None, min_priority: int | None = None) -> Job | None:
+    def get(self, max_priority: int | None = None) -> Job | None:
         """The next job, waiting for one; `None` once the queue is closed and holds nothing this caller takes.
-        Only jobs whose priority is from `min_priority` to `max_priority` (inclusive, lower is more urgent; open
-        where not given) are taken; others are left for other workers."""
+        With `max_priority`, only jobs of that priority or more urgent are taken (others are left for others)."""
         with self._ready:
-            while not (lanes := self._lanes_within(max_priority, min_priority)) and not self._closed:
+            while not (lanes := self._lanes_within(max_priority)) and not self._closed:
                 self._ready.wait()
             if not lanes:
                 return None
@@ -155,11 +154,9 @@ class SegmentQueue:
             self._forget(job)
             return job
 
-    def _lanes_within(self, max_priority: int | None, min_priority: int | None) -> list[str]:
-        """Tenants whose most urgent queued job is within the priorities given (any, where not given)."""
-        low = -1 if min_priority is None else min_priority
-        high = max(Priority) if max_priority is None else max_priority
-        return [name for name, lane in self._lanes.items() if low <= lane[0][0] <= high]
+    def _lanes_within(self, max_priority: int | None) -> list[str]:
+        """Tenants whose most urgent queued job is within `max_priority` (every tenant with a job, for None)."""
+        return [name for name, lane in self._lanes.items() if max_priority is None or lane[0][0] <= max_priority]
 
     def _rank(self, entry: _Entry) -> tuple[int, float, float, int]:
         priority, due, sequence, job = entry

@@ -180,10 +180,6 @@ def build_speech_service(
             express_worker=settings.express_worker and not built.on_gpu,
             worker_niceness=0 if built.on_gpu else settings.worker_niceness,
             release_memory_after_s=settings.release_memory_idle_s,
-            # On a GPU the workers batch job segments with the rest; on CPU jobs get workers of their own, at
-            # the lowest OS priority, so a live request takes the cores from them at once.
-            background_workers=0 if built.on_gpu else settings.job_workers or workers,
-            background_niceness=settings.job_worker_niceness,
         ),
         metrics,
     )

@@ -215,23 +215,22 @@ async def test_a_job_past_the_disk_budget_is_refused_up_front(tmp_path: Path) ->
     assert response.json()["error"]["code"] == "disk_budget_exceeded"
 
 
-async def test_interactive_speech_runs_beside_a_rendering_job_which_can_be_cancelled(tmp_path: Path) -> None:
-    engine, entered = FakeEngine(), []
-    engine.on_run = entered.extend
+async def test_interactive_speech_overtakes_a_rendering_job_which_can_be_cancelled(tmp_path: Path) -> None:
+    engine = FakeEngine()
     engine.gate.clear()
     paragraphs = "\n\n".join(f"Paragraph {n}." for n in range(6))
     async with served(tmp_path, engine) as (client, services):
         created = await submit(client, input=paragraphs)
-        assert await asyncio.to_thread(engine.started.wait, READY_WAIT_S)  # "Paragraph 0." holds the job worker
+        assert await asyncio.to_thread(engine.started.wait, READY_WAIT_S)  # "Paragraph 0." holds the one worker
         speech = AsgiCall(client._transport.app, "/v1/audio/speech",  # type: ignore[attr-defined]
                           {"input": "Urgent.", "voice": "fake", "response_format": "wav"})  # fmt: skip
         async with asyncio.timeout(READY_WAIT_S):
-            while "Urgent." not in entered:  # on a worker while the job's segment still runs: it waited for none
+            while services.speech.scheduler.queue_depth() < 2:  # the job's next segment and the request's
                 await asyncio.sleep(0.01)
-        assert entered == ["Paragraph 0.", "Urgent."]
         engine.gate.set()
         await speech.finished()
         assert speech.status == 200
+        assert engine.ran[:2] == ["Paragraph 0.", "Urgent."]
         cancelled = await client.post(f"{JOBS}/{created['id']}/cancel")
         assert cancelled.status_code == 200
         job = await finished(client, str(created["id"]))

@@ -486,30 +486,3 @@ def test_engines_give_back_memory_once_the_workers_have_been_idle(metrics: Metri
     finally:
         pool.close()
     assert count(metrics, "voxserve_memory_releases_total") == 2
-
-
-@pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice values are Linux's")
-def test_background_workers_take_only_job_segments_at_the_lowest_priority(metrics: Metrics) -> None:
-    engine, hold, niceness = FakeEngine(), threading.Event(), {}
-
-    def on_run(texts: list[str]) -> None:
-        niceness[texts[0]] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-        if texts == ["book 0"]:
-            hold.wait(5)
-
-    engine.on_run = on_run
-    caller = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    options = SchedulerOptions(workers=1, worker_niceness=5, background_workers=1, background_niceness=19)
-    pool = Scheduler(options, metrics)
-    try:
-        book = [submit(pool, engine, f"book {n}", Priority.BACKGROUND, due=n) for n in range(2)]
-        wait_until(lambda: "book 0" in niceness)  # on the background worker, held
-        submit(pool, engine, "later").result(timeout=5)  # the regular worker takes it at once...
-        assert pool.queue_depth() == 1  # ...and leaves "book 1" to the busy background worker
-        hold.set()
-        for future in book:
-            future.result(timeout=5)
-    finally:
-        hold.set()
-        pool.close()
-    assert niceness == {"book 0": min(caller + 19, 19), "book 1": min(caller + 19, 19), "later": min(caller + 5, 19)}
