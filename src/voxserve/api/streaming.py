@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
-from starlette.types import Scope
+from starlette.types import Scope, Send
 
 from voxserve.api.errors import error_response
 from voxserve.api.state import get_trace
@@ -52,7 +52,18 @@ async def streaming_response(
                 if error_piece is not None:
                     yield error_piece(error)
 
-    return StreamingResponse(body(), media_type=media_type, headers=headers())
+    return ClosingStreamingResponse(body(), media_type=media_type, headers=headers())
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """A streamed body whose iterator is closed however the response ends. Starlette's leaves it suspended when
+    the client leaves mid-stream; it is closed only when garbage collected, and a reference cycle (a traceback)
+    can hold it for minutes, with its queue room, its queued segments and its encoder. Measured in the soak: 429s
+    for ordinary requests after hang-ups, and encoder threads alive until a `gc.collect()`."""
+
+    async def stream_response(self, send: Send) -> None:
+        async with aclosing(self.body_iterator):  # type: ignore[type-var]
+            await super().stream_response(send)
 
 
 async def audio_response(request: Request, audio: AudioResponse, *, stream: bool) -> Response:

@@ -89,8 +89,9 @@ class AudioResponse:
             if flushed:
                 encoder.close()  # nothing runs in the encoder any more, and flush freed the muxer: this is cheap
             else:
-                # Cut short: an encode may still run in its thread, which close waits for, so off the event loop.
-                await asyncio.to_thread(encoder.close)
+                # Cut short: an encode may still run in its thread, which close waits for, so off the event loop;
+                # shielded, because a cancelled response's awaits are cancelled again, and the close must still run.
+                await asyncio.shield(asyncio.to_thread(encoder.close))
         self.trace.finish()
         if tail:
             yield tail

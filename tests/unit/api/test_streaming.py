@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 from fastapi import FastAPI, Request, Response
+from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope, Send
 
 from tests.fakes import FAKE_VOICE, FakeEngine
@@ -23,7 +25,7 @@ from tests.unit.api.inprocess import running_app
 from voxserve.api.errors import install_error_handlers
 from voxserve.api.middleware import TelemetryMiddleware
 from voxserve.api.state import AppState
-from voxserve.api.streaming import streaming_response
+from voxserve.api.streaming import ClosingStreamingResponse, streaming_response
 from voxserve.errors import DeadlineExceededError
 from voxserve.obs.metrics import Metrics
 from voxserve.obs.telemetry import Telemetry, TelemetryOptions
@@ -183,3 +185,44 @@ def test_an_unexpected_exception_midway_is_logged_and_shown_to_no_one(caplog: py
     assert outcome.truncated("internal_error", route="/pieces") == 1
     assert "secret at /opt/models/x.onnx" in caplog.text
     telemetry.stop()
+
+
+@pytest.mark.parametrize("spec_version", ["2.3", "2.4"])
+def test_a_body_cut_short_by_a_departing_client_is_closed_at_once(spec_version: str) -> None:
+    """Not left to the garbage collector: the body's cleanup (queue room, queued segments, encoder) runs before
+    the response returns, even while something (here the test; in a server, a traceback cycle) holds it."""
+    cleaned_up = asyncio.Event()
+    sent: list[Message] = []
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            for _ in range(1000):
+                yield b"audio"
+                await asyncio.sleep(0)
+        finally:
+            cleaned_up.set()
+
+    async def scenario() -> None:
+        iterator = body()  # held here, so only an explicit close can run its cleanup
+        response = ClosingStreamingResponse(iterator, media_type="audio/pcm")
+        scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": spec_version}}
+
+        async def receive() -> Message:
+            while len(sent) < 3:
+                await asyncio.sleep(0)
+            return {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+            if len(sent) >= 3 and spec_version == "2.4":
+                raise OSError("the client went away")
+            if len(sent) >= 3:
+                await asyncio.Event().wait()  # a send stuck on a gone client, until the disconnect cancels it
+
+        with contextlib.suppress(ClientDisconnect):
+            await response(scope, receive, send)
+        assert cleaned_up.is_set()
+        assert iterator is not None
+
+    asyncio.run(scenario())
+    assert 3 <= len(sent) < 1000  # cut short mid-stream
