@@ -84,6 +84,23 @@ class ServerProcess:
             self.process.kill()
         self._log.close()
 
+    def kill(self) -> None:
+        """`kill -9`, as a crash would; the log is closed after."""
+        self.process.kill()
+        self.process.wait(timeout=30)
+        self.stop()
+
+    @classmethod
+    def started(cls, env: dict[str, str], log_path: Path) -> ServerProcess:
+        """A server that is ready (stopped again if it never gets there)."""
+        server = cls(env, log_path)
+        try:
+            server.wait_ready()
+        except RuntimeError:
+            server.stop()
+            raise
+        return server
+
 
 @pytest.fixture(scope="session")
 def voices_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -28,22 +28,6 @@ KILL_MOMENTS = ("writing", "sent")
 pytestmark = pytest.mark.timeout(240)
 
 
-def start(env: dict[str, str], log_path: Path) -> ServerProcess:
-    server = ServerProcess(env, log_path)
-    try:
-        server.wait_ready()
-    except RuntimeError:
-        server.stop()
-        raise
-    return server
-
-
-def kill(server: ServerProcess) -> None:
-    server.process.kill()
-    server.process.wait(timeout=30)
-    server.stop()  # closes the log; the process is gone already
-
-
 def register(client: httpx.Client, name: str, reference: bytes) -> httpx.Response:
     return client.post("/v1/audio/voices", data={"name": name}, files={"file": ("ref.wav", reference, "audio/wav")})
 
@@ -76,7 +60,7 @@ def integrity(data_dir: Path) -> str:
 def test_a_kill_during_registration_leaves_no_half_voice(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     env = {"VOXSERVE_DATA_DIR": str(data_dir), "VOXSERVE_ESPEAK_VOICES": "false", "VOXSERVE_WARMUP": "false"}
-    server = start(env, tmp_path / "server-0.log")
+    server = ServerProcess.started(env, tmp_path / "server-0.log")
     try:
         with httpx.Client(base_url=server.url, timeout=60) as client:
             body = {"input": REFERENCE_TEXT, "voice": "en_US-joe-medium", "response_format": "wav", "stream": False}
@@ -101,11 +85,11 @@ def test_a_kill_during_registration_leaves_no_half_voice(tmp_path: Path) -> None
             else:
                 time.sleep(0.005)
             landed_mid_registration = not answered.is_set()
-            kill(server)
+            server.kill()
             assert landed_mid_registration, f"{moment}: the registration answered before the kill"
             sender.join(timeout=30)
 
-            server = start(env, tmp_path / f"server-{index}.log")
+            server = ServerProcess.started(env, tmp_path / f"server-{index}.log")
             with httpx.Client(base_url=server.url, timeout=60) as client:
                 listed = custom_voices(client)
                 assert {name: listed.get(name) for name in registered} == registered, moment

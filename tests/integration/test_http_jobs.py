@@ -45,22 +45,6 @@ ENV = {
 pytestmark = pytest.mark.timeout(300)
 
 
-def start(env: dict[str, str], log_path: Path) -> ServerProcess:
-    server = ServerProcess(env, log_path)
-    try:
-        server.wait_ready()
-    except RuntimeError:
-        server.stop()
-        raise
-    return server
-
-
-def kill(server: ServerProcess) -> None:
-    server.process.kill()
-    server.process.wait(timeout=30)
-    server.stop()  # closes the log; the process is gone already
-
-
 @contextlib.contextmanager
 def client_of(server: ServerProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=60) as client:
@@ -112,14 +96,14 @@ def test_a_killed_job_resumes_by_itself_into_the_same_file(tmp_path: Path) -> No
     # Two one-thread workers whatever the machine: on many cores every segment would run at once and the job
     # could finish between two polls.
     env = {**ENV, "VOXSERVE_DATA_DIR": str(data_dir), "VOXSERVE_WORKERS": "2", "VOXSERVE_INTRA_OP_THREADS": "1"}
-    server = start(env, tmp_path / "server-0.log")
+    server = ServerProcess.started(env, tmp_path / "server-0.log")
     try:
         with client_of(server) as client:
             created = submit(client, BOOK, "wav")
             job_id, total = str(created["id"]), int(created["progress"]["segments_total"])
             assert [chapter["title"] for chapter in created["chapters"]] == ["The Harbour", "The Hills"]
             seen = wait_for(client, job_id, lambda job: job["progress"]["segments_done"] >= 2)
-        kill(server)
+        server.kill()
         assert seen["status"] == "running", seen
         assert 2 <= seen["progress"]["segments_done"] < total, f"{total} segments: make the text longer"
 
@@ -128,7 +112,7 @@ def test_a_killed_job_resumes_by_itself_into_the_same_file(tmp_path: Path) -> No
         assert seen["progress"]["segments_done"] <= done_before < total
         assert len(list((data_dir / "jobs" / job_id).glob("segment-*.pcm"))) >= done_before
 
-        server = start(env, tmp_path / "server-1.log")
+        server = ServerProcess.started(env, tmp_path / "server-1.log")
         with client_of(server) as client:
             resumed = finished(client, job_id)  # nothing asks it to: the server resumes it at start
             assert resumed["progress"]["segments_done"] == total
@@ -146,7 +130,7 @@ def test_a_killed_job_resumes_by_itself_into_the_same_file(tmp_path: Path) -> No
 
 
 def test_an_m4b_book_has_aac_audio_and_its_chapter_marks(tmp_path: Path) -> None:
-    server = start({**ENV, "VOXSERVE_DATA_DIR": str(tmp_path / "data")}, tmp_path / "server.log")
+    server = ServerProcess.started({**ENV, "VOXSERVE_DATA_DIR": str(tmp_path / "data")}, tmp_path / "server.log")
     try:
         with client_of(server) as client:
             job = finished(client, str(submit(client, SHORT_BOOK, "m4b")["id"]))
