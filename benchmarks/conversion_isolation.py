@@ -32,7 +32,6 @@ import os
 import random
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -40,8 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from fair_share import CORPUS, _p95, _rounded, _stop, alternating_rounds, ratios_by_name, report_header, spread
-from local_server import start_server
+from fair_share import CORPUS, _p95, _rounded, alternating_rounds, ratios_by_name, report_header, spread
+from local_server import temporary_server
 from rich.console import Console
 from rich.table import Table
 
@@ -447,13 +446,9 @@ def main() -> None:
         sys.exit(f"conversion_isolation: {exc.message}")
     console = Console(width=120)
     load_start = os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="voxserve-conversion-isolation-") as data_dir:
-        process, url = start_server({"VOXSERVE_DATA_DIR": data_dir})
-        try:
-            bench = Bench(url, process.pid, texts, options)
-            rounds = asyncio.run(measure(bench, console))
-        finally:
-            _stop(process)
+    with temporary_server("voxserve-conversion-isolation-") as (process, url):
+        bench = Bench(url, process.pid, texts, options)
+        rounds = asyncio.run(measure(bench, console))
     report = build_report(bench, rounds, texts, (load_start, os.getloadavg()))
     render(report, console)
     if output is not None:

@@ -30,9 +30,7 @@ import platform
 import random
 import shlex
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -40,7 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from local_server import start_server
+from local_server import temporary_server
 from rich.console import Console
 from rich.table import Table
 
@@ -351,27 +349,14 @@ def main() -> None:
         sys.exit(f"fair_share: {exc.message}")
     console = Console(width=120)
     load_start = os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="voxserve-fair-share-") as data_dir:
-        env = {"VOXSERVE_API_KEYS": json.dumps(list(KEYS.values())), "VOXSERVE_DATA_DIR": data_dir}
-        process, url = start_server(env)
-        try:
-            rounds = asyncio.run(measure(Bench(url, process.pid, texts, options), console))
-        finally:
-            _stop(process)
+    env = {"VOXSERVE_API_KEYS": json.dumps(list(KEYS.values()))}
+    with temporary_server("voxserve-fair-share-", env) as (process, url):
+        rounds = asyncio.run(measure(Bench(url, process.pid, texts, options), console))
     report = build_report(rounds, options, texts, (load_start, os.getloadavg()))
     render(report, console)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 if __name__ == "__main__":

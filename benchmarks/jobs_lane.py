@@ -46,7 +46,6 @@ import os
 import random
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -55,8 +54,8 @@ from typing import Any
 
 import httpx
 from conversion_isolation import _p50, _ratio
-from fair_share import CORPUS, _p95, _rounded, _stop, alternating_rounds, ratios_by_name, report_header, spread
-from local_server import start_server
+from fair_share import CORPUS, _p95, _rounded, alternating_rounds, ratios_by_name, report_header, spread
+from local_server import temporary_server
 from rich.console import Console
 from rich.table import Table
 
@@ -606,12 +605,8 @@ def main() -> None:
         sys.exit(f"jobs_lane: {exc.message}")
     console = Console(width=140)
     load_start = os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="voxserve-jobs-lane-") as data_dir:
-        process, url = start_server({"VOXSERVE_DATA_DIR": data_dir})
-        try:
-            bench, rounds, long_job = asyncio.run(measure(url, process.pid, texts, options, console))
-        finally:
-            _stop(process)
+    with temporary_server("voxserve-jobs-lane-") as (process, url):
+        bench, rounds, long_job = asyncio.run(measure(url, process.pid, texts, options, console))
     report = build_report(bench, rounds, long_job, (load_start, os.getloadavg()))
     render(report, console)
     if output is not None:

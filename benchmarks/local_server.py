@@ -6,7 +6,10 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -30,3 +33,23 @@ def start_server(env: dict[str, str] | None = None) -> tuple[subprocess.Popen[by
         time.sleep(0.1)
     process.kill()
     raise RuntimeError("server did not become ready")
+
+
+def stop_server(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextmanager
+def temporary_server(prefix: str, env: dict[str, str] | None = None) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A server with its own data directory (removed after), stopped however the benchmark ends."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as data_dir:
+        process, url = start_server({**(env or {}), "VOXSERVE_DATA_DIR": data_dir})
+        try:
+            yield process, url
+        finally:
+            stop_server(process)
