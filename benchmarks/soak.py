@@ -347,6 +347,8 @@ def judge(kind: str, variant: str, reply: Reply, *, allowed: Collection[tuple[in
             detail = fixed_500_problem(error, request_id)
         label = f"{reply.status} {error.get('code') or '?'}"
         expected = not detail and (reply.status, error.get("code")) in allowed
+        if not expected and not detail:
+            detail = str(error.get("message", ""))[:200]
     if late_s is not None and reply.latency_s > late_s:
         label, expected = f"{label} late", False
         detail = f"{detail}; took {reply.latency_s:.1f} s, bound {late_s:.1f} s".lstrip("; ")
@@ -935,6 +937,7 @@ def _run_soak(soak: Soak, queue_size: int, console: Console) -> dict[str, Any]:
         "server_env": server.env, "max_queue_size": queue_size, "setup": setup,
         "warmup_requests": warmup_requests, "load_s": round(load_s, 1),
         "bursts": len(soak.bursts), "duration_s": round(time.monotonic() - started, 1),
+        "burst_windows_at_s": [[round(edge - soak.ledger.started, 3) for edge in window] for window in soak.bursts],
         "figures": {"after_warmup": baseline, "end": end,
                     "peak_rss_bytes_during_load": usage.peak_rss_bytes, "server_cpu_cores": usage.cpu_cores},
         "server_counters": counters(end_metrics), "probes": probes, "server_alive": alive,
