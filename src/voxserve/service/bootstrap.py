@@ -264,6 +264,7 @@ def job_options(settings: Settings) -> JobOptions:
         crossfade_ms=settings.crossfade_ms,
         noise_scale=settings.noise_scale,
         noise_w=settings.noise_w,
+        niceness=settings.worker_niceness,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -17,6 +18,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -42,6 +44,7 @@ from voxserve.frontend.normalize import normalize_text
 from voxserve.frontend.segment import segment_text
 from voxserve.obs.metrics import Metrics
 from voxserve.obs.trace import RequestTrace
+from voxserve.process import lower_thread_priority, prestarted_pool
 from voxserve.scheduler.pool import Priority, Scheduler
 from voxserve.service.conversion import Upload
 from voxserve.service.job_audio import Assembler, part_audio, part_segments, write_audio_file, write_zip
@@ -55,6 +58,8 @@ CONTENT_TYPES_WITH_M4B = {**CONTENT_TYPES, "m4b": "audio/mp4"}
 # Encoded output next to the 16-bit segments, as a share of their size: WAV/PCM the same again, the rest less.
 ENCODED_SHARE = {"wav": 1.0, "pcm": 1.0, "flac": 0.7}
 OTHER_ENCODED_SHARE = 0.15
+JOB_THREADS = 2
+T = TypeVar("T")
 JSONL_TYPES = ("application/jsonl", "application/x-ndjson", "application/ndjson")
 
 
@@ -89,6 +94,7 @@ class JobOptions:
     crossfade_ms: float
     noise_scale: float
     noise_w: float
+    niceness: int = 0  # how far below interactive work the job's own CPU work (phonemes, writes, files) runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +161,9 @@ class JobService:
         self._window = 2 * scheduler.options.workers * scheduler.options.max_batch_size
         self._disk_used = store.disk_bytes()  # counted afresh at each sweep; between sweeps, what was written
         self._zip_lock = threading.Lock()
+        # Phonemizing, checksumming and encoding a book are background work too: on the default executor they
+        # would take the cores at the priority of the live requests the lane yields to.
+        self._executor = prestarted_pool(JOB_THREADS, "voxserve-jobs", lower_thread_priority, (options.niceness,))
 
     # lifecycle
 
@@ -169,6 +178,7 @@ class JobService:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._runners.clear()
+        self._executor.shutdown(wait=True)
 
     # creating
 
@@ -445,7 +455,7 @@ class JobService:
         self._rates[job.id] = (time.monotonic(), job.chars_done)
         self._changed()
         parts = await asyncio.to_thread(self.store.parts, job.id)
-        segments = await asyncio.to_thread(self._checked_segments, job)
+        segments = await self._in_background(self._checked_segments, job)
         speakers = [self._speaker(job, part) for part in parts]
         trace = RequestTrace(job.id, enabled=False)
         in_flight: deque[tuple[JobSegment, Future[np.ndarray]]] = deque()
@@ -459,7 +469,7 @@ class JobService:
         finally:
             for _, future in in_flight:
                 future.cancel()
-        self._disk_used += await asyncio.to_thread(self._assemble, job.id)
+        self._disk_used += await self._in_background(self._assemble, job.id)
         await self._end(job, "completed")
 
     def _checked_segments(self, job: Job) -> list[JobSegment]:
@@ -490,7 +500,7 @@ class JobService:
             text=segment.text, voice=speaker.voice, speed=speaker.speed, noise_scale=self.options.noise_scale,
             noise_w=self.options.noise_w,
         )  # fmt: skip
-        prepared = await asyncio.to_thread(engine.prepare, params)
+        prepared = await self._in_background(engine.prepare, params)
         # Jobs of one key share its background lane by progress (due = segment number); keys share by fair share.
         return self.scheduler.submit(
             engine, prepared, trace, priority=Priority.BACKGROUND, due=float(segment.index), deadline=float("inf"),
@@ -509,10 +519,13 @@ class JobService:
         size = len(samples) * SAMPLE_BYTES
         if self._disk_used + size > self.options.disk_bytes:
             raise DiskBudgetError("jobs passed their disk budget (jobs_disk_bytes) while this job rendered")
-        await asyncio.to_thread(self.store.save_segment, job.id, segment, samples, sample_rate)
+        await self._in_background(self.store.save_segment, job.id, segment, samples, sample_rate)
         self._disk_used += size
         self.metrics.job_segments.inc()
         self._changed()
+
+    async def _in_background(self, function: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(function, *args))
 
     def _changed(self) -> None:
         if self._signal is not None:
