@@ -120,12 +120,12 @@ def check(bundle: _Bundle, device: str, count: int) -> dict[str, object]:
     """Relative error and length match of each dtype on `device` against float32 on the CPU, over `count`
     segments spread through the corpus, solo and as one batch."""
     picked = bundle.segments[:: max(1, len(bundle.segments) // count)][:count]
-    reference = bundle.model("cpu", "float32").synthesize(picked)
+    reference = [output.samples for output in bundle.model("cpu", "float32").synthesize(picked)]
     results: dict[str, object] = {}
     for dtype in ("float32", "float16", "bfloat16"):
         model = bundle.model(device, dtype)
-        solo = [model.synthesize([segment])[0] for segment in picked]
-        batched = model.synthesize(picked)
+        solo = [model.synthesize([segment])[0].samples for segment in picked]
+        batched = [output.samples for output in model.synthesize(picked)]
         errors = [float(np.linalg.norm(a - r) / np.linalg.norm(r)) for a, r in zip(solo, reference, strict=True)]
         batch_errors = [float(np.linalg.norm(b - a) / np.linalg.norm(a)) for b, a in zip(batched, solo, strict=True)]
         results[dtype] = {
@@ -157,7 +157,7 @@ def throughput(
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
         began = time.perf_counter()
-        samples = sum(len(audio) for call in calls for audio in model.synthesize(call))
+        samples = sum(len(output.samples) for call in calls for output in model.synthesize(call))
         if on_gpu:
             end.record()
             torch.cuda.synchronize()

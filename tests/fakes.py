@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voxserve.engines.base import EngineProfile, PreparedSegment
+from voxserve.engines.base import EngineProfile, PreparedSegment, SegmentAudio
 from voxserve.types import SynthesisParams, VoiceInfo
 
 FAKE_VOICE = VoiceInfo("fake", "fake", "en", 1000, "fake")
@@ -47,7 +47,7 @@ class FakeEngine:
             self.on_prepare(params)
         return PreparedSegment(params)
 
-    def run(self, batch: Sequence[PreparedSegment], *, solo: bool = False) -> list[np.ndarray]:
+    def run(self, batch: Sequence[PreparedSegment], *, solo: bool = False) -> list[SegmentAudio]:
         texts = [segment.params.text for segment in batch]
         if self.on_run is not None:
             self.on_run(texts)
@@ -62,7 +62,7 @@ class FakeEngine:
         self.batches.append(texts)
         self.solo.append(solo)
         self.solo_by_text.update(dict.fromkeys(texts, solo))
-        return [np.full(len(text), len(text) / 100, dtype=np.float32) for text in texts]
+        return [SegmentAudio(np.full(len(text), len(text) / 100, dtype=np.float32)) for text in texts]
 
     def warmup(self) -> None:
         pass

@@ -54,7 +54,7 @@ def _saturate(
                     return
                 batch = batches[next_index]
                 next_index += 1
-            samples = sum(len(audio) for audio in engine.run(batch))
+            samples = sum(len(audio.samples) for audio in engine.run(batch))
             with lock:
                 audio_samples += samples
 

@@ -29,6 +29,16 @@ class PreparedSegment:
 
 
 @dataclass(frozen=True, slots=True)
+class SegmentAudio:
+    """One segment's audio: float32 mono at the voice's sample rate. `id_samples`, from engines whose model
+    predicts durations, holds how many of those samples each of the segment's phoneme ids takes (they add up to
+    the audio's length); it is what word and phoneme timestamps are made of."""
+
+    samples: np.ndarray
+    id_samples: np.ndarray | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class EngineProfile:
     """A profile an engine's runtime wrote: Chrome trace events with `ts` in microseconds from `start_ns`
     (on the `time.monotonic_ns` clock)."""
@@ -52,8 +62,8 @@ class Engine(Protocol):
         """Turn one segment's text into model input (phonemes, ids). Cheap; runs outside the workers."""
         ...
 
-    def run(self, batch: Sequence[PreparedSegment], *, solo: bool = False) -> list[np.ndarray]:
-        """Synthesize a batch: one float32 mono array per item, in order, at the voice's sample rate.
+    def run(self, batch: Sequence[PreparedSegment], *, solo: bool = False) -> list[SegmentAudio]:
+        """Synthesize a batch: one `SegmentAudio` per item, in order.
         `solo` says nothing else is running, so the call may use every core."""
         ...
 

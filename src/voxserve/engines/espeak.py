@@ -10,7 +10,7 @@ from pathlib import Path
 import espeakng_loader
 import numpy as np
 
-from voxserve.engines.base import EngineProfile, PreparedSegment
+from voxserve.engines.base import EngineProfile, PreparedSegment, SegmentAudio
 from voxserve.errors import ConfigError, EngineError
 from voxserve.types import SynthesisParams, VoiceInfo
 
@@ -98,8 +98,8 @@ class EspeakEngine:
     def prepare(self, params: SynthesisParams) -> PreparedSegment:
         return PreparedSegment(params)
 
-    def run(self, batch: Sequence[PreparedSegment], *, solo: bool = False) -> list[np.ndarray]:
-        return [self._synthesize(segment.params) for segment in batch]
+    def run(self, batch: Sequence[PreparedSegment], *, solo: bool = False) -> list[SegmentAudio]:
+        return [SegmentAudio(self._synthesize(segment.params)) for segment in batch]
 
     def _synthesize(self, params: SynthesisParams) -> np.ndarray:
         text = params.text.encode()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voxserve.engines.base import Engine, EngineProfile, PreparedSegment
+from voxserve.engines.base import Engine, EngineProfile, PreparedSegment, SegmentAudio
 from voxserve.errors import ConfigError
 from voxserve.types import SynthesisParams, VoiceInfo
 
@@ -66,7 +66,7 @@ class FaultyEngine:
     def prepare(self, params: SynthesisParams) -> PreparedSegment:
         return self.inner.prepare(params)
 
-    def run(self, batch: Sequence[PreparedSegment], *, solo: bool = False) -> list[np.ndarray]:
+    def run(self, batch: Sequence[PreparedSegment], *, solo: bool = False) -> list[SegmentAudio]:
         fault = self._draw()
         if fault == "raise":
             raise RuntimeError("injected fault: the engine raised")
@@ -74,7 +74,7 @@ class FaultyEngine:
             self._released.wait(self.plan.hang_s)
         outputs = self.inner.run(batch, solo=solo)
         if fault == "garbage":
-            return outputs[:-1] if len(outputs) > 1 else [np.full(16, np.nan, dtype=np.float32)] * 2
+            return outputs[:-1] if len(outputs) > 1 else [SegmentAudio(np.full(16, np.nan, dtype=np.float32))] * 2
         return outputs
 
     def warmup(self) -> None:

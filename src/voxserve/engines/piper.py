@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from voxserve.engines.base import EngineProfile, PreparedSegment
+from voxserve.engines.base import EngineProfile, PreparedSegment, SegmentAudio
 from voxserve.engines.piper_graph import with_duration_output
 from voxserve.engines.piper_voice import PiperVoiceConfig, PiperVoices
 from voxserve.errors import ConfigError, EngineError
@@ -24,7 +24,7 @@ from voxserve.types import SynthesisParams, VoiceInfo
 class SessionOptions:
     """How onnxruntime runs a model: threads per call under load, threads for a call that runs alone
     (`solo_intra_op_threads`; a second session is made when it is larger), whether idle threads spin, and
-    whether padded batches are run (the graph then also outputs durations, to trim each item exactly)."""
+    whether padded batches are run (each item is trimmed by its durations, which the graph always outputs)."""
 
     intra_op_threads: int = 1
     solo_intra_op_threads: int = 1
@@ -114,23 +114,23 @@ class PiperModel:
 
     def __init__(self, model_path: Path, options: SessionOptions) -> None:
         self.config = PiperVoiceConfig(model_path)
-        self._source: Path | bytes = model_path
+        self._path = model_path
         self._options = options
-        self._durations_output: str | None = None
-        if options.batching:
-            self._source, self._durations_output = with_duration_output(model_path)
+        model, self._durations_output = with_duration_output(model_path)
+        if options.batching and self._durations_output is None:
+            raise ConfigError(f"{model_path} has no duration (Ceil) node, so its batches cannot be trimmed exactly")
         self.name = self.config.name
-        self._plain = self._load_sessions()
+        self._plain = self._load_sessions(model)
         self._sessions = self._plain
         self._takes_speaker = any(i.name == "sid" for i in self._plain.shared.get_inputs())
 
-    def _load_sessions(self, profile_dir: Path | None = None) -> _Sessions:
+    def _load_sessions(self, model: bytes, profile_dir: Path | None = None) -> _Sessions:
         options = self._options
 
         def load(threads: int, memory_pattern: bool, role: str) -> ort.InferenceSession:
             prefix = None if profile_dir is None else profile_dir / f"onnxruntime-{self.name}-{role}"
             built = options.build(threads, memory_pattern=memory_pattern, profile_prefix=prefix)
-            return _load_session(self._source, built, self.name)
+            return _load_session(model, built, self.name)
 
         shared = load(options.intra_op_threads, False, "shared")
         if options.solo_intra_op_threads <= options.intra_op_threads:
@@ -138,7 +138,8 @@ class PiperModel:
         return _Sessions(shared, load(options.solo_intra_op_threads, True, "solo"))
 
     def start_profiling(self, directory: Path) -> None:
-        self._sessions = self._load_sessions(directory)
+        # Patched again rather than kept: the serialized model is as large as the model file.
+        self._sessions = self._load_sessions(with_duration_output(self._path)[0], directory)
 
     def stop_profiling(self) -> list[EngineProfile]:
         profiling, self._sessions = self._sessions, self._plain
@@ -172,7 +173,7 @@ class PiperModel:
 
     def synthesize(
         self, segments: Sequence[PreparedSegment], *, solo: bool = False, run_options: ort.RunOptions | None = None
-    ) -> list[np.ndarray]:
+    ) -> list[SegmentAudio]:
         """One call for all `segments` (same voice and scales; more than one needs `batching`): ids are padded
         to the longest, and each output is cut to its own length from the predicted durations."""
         longest = max(len(segment.phoneme_ids) for segment in segments)
@@ -191,11 +192,17 @@ class PiperModel:
         except Exception as exc:  # onnxruntime raises pybind types with no common base
             raise EngineError(f"Piper voice {self.name} failed: {exc}") from exc
         audio = outputs[0].reshape(len(segments), -1).astype(np.float32, copy=False)
-        if len(segments) == 1:
-            return [np.ascontiguousarray(audio[0])]
-        frames = outputs[1].reshape(len(segments), -1).sum(axis=1).astype(np.int64)
-        hop = audio.shape[1] // max(int(frames.max()), 1)
-        return [np.ascontiguousarray(audio[index, : frames[index] * hop]) for index in range(len(segments))]
+        if self._durations_output is None:
+            return [SegmentAudio(np.ascontiguousarray(audio[0]))]
+        frames = outputs[1].reshape(len(segments), -1).astype(np.int64)
+        hop = audio.shape[1] // max(int(frames.sum(axis=1).max()), 1)
+        return [
+            SegmentAudio(
+                np.ascontiguousarray(audio[index, : frames[index].sum() * hop]),
+                frames[index, : len(segment.phoneme_ids)] * hop,
+            )
+            for index, segment in enumerate(segments)
+        ]
 
 
 class PiperEngine:
@@ -217,8 +224,8 @@ class PiperEngine:
     def prepare(self, params: SynthesisParams) -> PreparedSegment:
         return self._voices.prepare(params)
 
-    def run(self, batch: Sequence[PreparedSegment], *, solo: bool = False) -> list[np.ndarray]:
-        def synthesize(model: PiperModel, segments: list[PreparedSegment]) -> list[np.ndarray]:
+    def run(self, batch: Sequence[PreparedSegment], *, solo: bool = False) -> list[SegmentAudio]:
+        def synthesize(model: PiperModel, segments: list[PreparedSegment]) -> list[SegmentAudio]:
             if self.supports_batching:
                 return model.synthesize(segments, solo=solo)
             return [model.synthesize([segment], solo=solo)[0] for segment in segments]

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 import numpy as np
 
-from voxserve.engines.base import PreparedSegment
+from voxserve.engines.base import PreparedSegment, SegmentAudio
 from voxserve.errors import ConfigError
 from voxserve.types import SynthesisParams, VoiceInfo
 
@@ -131,10 +131,10 @@ class PiperVoices(Generic[M]):
         return self._by_voice[params.voice.id].config.prepare(params, self._phonemizer)
 
     def run(
-        self, batch: Sequence[PreparedSegment], synthesize: Callable[[M, list[PreparedSegment]], list[np.ndarray]]
-    ) -> list[np.ndarray]:
+        self, batch: Sequence[PreparedSegment], synthesize: Callable[[M, list[PreparedSegment]], list[SegmentAudio]]
+    ) -> list[SegmentAudio]:
         """`synthesize` once per group of segments that can share a call; the audio back in `batch`'s order."""
-        outputs: list[np.ndarray] = [np.empty(0, np.float32)] * len(batch)
+        outputs: list[SegmentAudio] = [SegmentAudio(np.empty(0, np.float32))] * len(batch)
         for group in same_call_groups(batch):
             model = self.model(batch[group[0]])
             for index, audio in zip(group, synthesize(model, [batch[i] for i in group]), strict=True):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from voxserve.engines.base import EngineProfile, PreparedSegment
+from voxserve.engines.base import EngineProfile, PreparedSegment, SegmentAudio
 from voxserve.engines.piper_voice import PiperVoiceConfig, PiperVoices
 from voxserve.engines.vits_torch import Vits
 from voxserve.engines.vits_weights import VitsWeights, read_vits_weights
@@ -110,13 +110,13 @@ class TorchPiperModel:
         self.max_length_ratio = max_length_ratio
         self.max_frames: int | None = None
 
-    def synthesize(self, segments: Sequence[PreparedSegment]) -> list[np.ndarray]:
+    def synthesize(self, segments: Sequence[PreparedSegment]) -> list[SegmentAudio]:
         """Audio for segments that share voice and scales, each exactly as long as its durations say."""
         scales = self.config.scales(segments[0].params)
         longest = max(len(segment.phoneme_ids) for segment in segments)
         ids = [[*s.phoneme_ids, *[self.config.pad_id] * (longest - len(s.phoneme_ids))] for s in segments]
         speakers = torch.tensor([self.config.speaker_id(s.params) for s in segments], device=self.device)
-        outputs: list[np.ndarray] = [np.empty(0, np.float32)] * len(segments)
+        outputs: list[SegmentAudio] = [SegmentAudio(np.empty(0, np.float32))] * len(segments)
         with torch.inference_mode():
             text = self.vits.text_stage(
                 torch.tensor(ids, device=self.device),
@@ -124,12 +124,16 @@ class TorchPiperModel:
                 speakers, noise_w=scales.noise_w, length_scale=scales.length,
             )  # fmt: skip
             frames = text.frames.tolist()
+            id_frames = text.durations.cpu().numpy()
             for call in plan_calls(frames, self.max_frames, self.max_length_ratio):
                 selected = torch.tensor(call, device=self.device)
                 audio = self.vits.acoustic_stage(text.select(selected), speakers[selected], noise_scale=scales.noise)
                 audio = audio.cpu().numpy()
                 for row, index in enumerate(call):
-                    outputs[index] = np.ascontiguousarray(audio[row, : frames[index] * self.vits.hop])
+                    outputs[index] = SegmentAudio(
+                        np.ascontiguousarray(audio[row, : frames[index] * self.vits.hop]),
+                        id_frames[index, : len(segments[index].phoneme_ids)] * self.vits.hop,
+                    )
         return outputs
 
     def calibrate(self, warm: PreparedSegment, memory_fraction: float, concurrent_calls: int) -> dict[str, float]:
@@ -140,7 +144,7 @@ class TorchPiperModel:
         torch.cuda.synchronize(self.device)
         torch.cuda.reset_peak_memory_stats(self.device)
         baseline = torch.cuda.memory_allocated(self.device)
-        frames = len(self.synthesize([long])[0]) // self.vits.hop
+        frames = len(self.synthesize([long])[0].samples) // self.vits.hop
         bytes_per_frame = (torch.cuda.max_memory_allocated(self.device) - baseline) / frames
         free, _ = torch.cuda.mem_get_info(self.device)
         cached = torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
@@ -201,10 +205,10 @@ class TorchPiperEngine:
     def prepare(self, params: SynthesisParams) -> PreparedSegment:
         return self._voices.prepare(params)
 
-    def run(self, batch: Sequence[PreparedSegment], *, solo: bool = False) -> list[np.ndarray]:
+    def run(self, batch: Sequence[PreparedSegment], *, solo: bool = False) -> list[SegmentAudio]:
         return self._voices.run(batch, self._synthesize)
 
-    def _synthesize(self, model: TorchPiperModel, segments: list[PreparedSegment]) -> list[np.ndarray]:
+    def _synthesize(self, model: TorchPiperModel, segments: list[PreparedSegment]) -> list[SegmentAudio]:
         try:
             return model.synthesize(segments)
         except torch.cuda.OutOfMemoryError as exc:

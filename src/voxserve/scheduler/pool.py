@@ -28,9 +28,7 @@ from concurrent.futures import Future, InvalidStateError
 from contextlib import suppress
 from dataclasses import dataclass
 
-import numpy as np
-
-from voxserve.engines.base import Engine, PreparedSegment
+from voxserve.engines.base import Engine, PreparedSegment, SegmentAudio
 from voxserve.errors import DeadlineExceededError, EngineError, QueueFullError, VoxError
 from voxserve.obs.metrics import Metrics
 from voxserve.obs.trace import RequestTrace
@@ -77,7 +75,7 @@ class Reservation:
     def __init__(self, queue: SegmentQueue, segments: int) -> None:
         self._queue = queue
         self._held = segments
-        self._futures: list[Future[np.ndarray]] = []
+        self._futures: list[Future[SegmentAudio]] = []
         self._closed = False
         self._lock = threading.Lock()
 
@@ -177,13 +175,13 @@ class Scheduler:
         deadline: float,
         tenant: str = "",
         reservation: Reservation | None = None,
-    ) -> Future[np.ndarray]:
+    ) -> Future[SegmentAudio]:
         """Queue one segment; the future holds its audio. `tenant` (an API key) shares the workers fairly with
         other tenants; `due` (perf_counter time) orders one tenant's segments of the same priority; past
         `deadline` the segment is dropped unrun. Cancelling the future before a worker takes it means no engine
         time is spent on it. Under a `reservation` the segment fills room held by `admit`, and closing the
         reservation cancels it; once closed, the future comes back cancelled and nothing is queued."""
-        future: Future[np.ndarray] = Future()
+        future: Future[SegmentAudio] = Future()
         job = Job(engine, segment, trace, future, deadline, priority, tenant)
         if reservation is None:
             self._queue.put(job, due)
@@ -267,7 +265,7 @@ class Scheduler:
         started = time.perf_counter()
         for job in batch:
             job.trace.add("queue", started - job.submitted_at, start_s=job.submitted_at)
-        outputs: list[np.ndarray] = []
+        outputs: list[SegmentAudio] = []
         error: VoxError | None = None
         try:
             outputs = _synthesize(engine, batch, wide)
@@ -348,7 +346,7 @@ class Scheduler:
             self._metrics.engine_failures.labels(engine).inc()
 
 
-def _synthesize(engine: Engine, batch: list[Job], solo: bool) -> list[np.ndarray]:
+def _synthesize(engine: Engine, batch: list[Job], solo: bool) -> list[SegmentAudio]:
     """One engine call for `batch`, its outputs in order. Whatever goes wrong, engines being code we do not
     control (an exception of any type, a count of outputs that does not match), comes out as a `VoxError`."""
     try:

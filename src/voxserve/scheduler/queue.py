@@ -20,9 +20,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-import numpy as np
-
-from voxserve.engines.base import Engine, PreparedSegment
+from voxserve.engines.base import Engine, PreparedSegment, SegmentAudio
 from voxserve.obs.trace import RequestTrace
 
 
@@ -41,7 +39,7 @@ class Job:
     engine: Engine
     segment: PreparedSegment
     trace: RequestTrace
-    future: Future[np.ndarray]
+    future: Future[SegmentAudio]
     deadline: float
     priority: int
     tenant: str = ""

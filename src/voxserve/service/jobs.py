@@ -20,9 +20,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
-import numpy as np
-
 from voxserve.audio.encode import CONTENT_TYPES
+from voxserve.engines.base import SegmentAudio
 from voxserve.errors import (
     ConflictError,
     EngineError,
@@ -458,7 +457,7 @@ class JobService:
         segments = await self._in_background(self._checked_segments, job)
         speakers = [self._speaker(job, part) for part in parts]
         trace = RequestTrace(job.id, enabled=False)
-        in_flight: deque[tuple[JobSegment, Future[np.ndarray]]] = deque()
+        in_flight: deque[tuple[JobSegment, Future[SegmentAudio]]] = deque()
         try:
             for segment in (segment for segment in segments if not segment.done):
                 while len(in_flight) >= self._window:
@@ -494,7 +493,7 @@ class JobService:
 
     async def _submit(
         self, job: Job, segment: JobSegment, speaker: _Speaker, trace: RequestTrace
-    ) -> Future[np.ndarray]:  # fmt: skip
+    ) -> Future[SegmentAudio]:  # fmt: skip
         engine = self.registry.engine(speaker.voice)
         params = SynthesisParams(
             text=segment.text, voice=speaker.voice, speed=speaker.speed, noise_scale=self.options.noise_scale,
@@ -508,10 +507,10 @@ class JobService:
         )  # fmt: skip
 
     async def _finish(
-        self, job: Job, segment: JobSegment, future: Future[np.ndarray], speakers: list[_Speaker]
+        self, job: Job, segment: JobSegment, future: Future[SegmentAudio], speakers: list[_Speaker]
     ) -> None:  # fmt: skip
         try:
-            samples = await asyncio.wrap_future(future)
+            samples = (await asyncio.wrap_future(future)).samples
         except VoxError as exc:
             logger.warning("job %s: segment %d failed: %s", job.id, segment.index, exc.message)
             raise EngineError(f"segment {segment.index} could not be made ({exc.code})") from exc

@@ -19,7 +19,7 @@ from voxserve.conversion.base import ConversionOptions, ConversionPlan, Converte
 from voxserve.conversion.cancellation import Cancellation
 from voxserve.conversion.windows import WindowedConversion
 from voxserve.conversion.world_converter import WorldConverter
-from voxserve.engines.base import Engine
+from voxserve.engines.base import Engine, SegmentAudio
 from voxserve.errors import DeadlineExceededError, InputTooLongError, InvalidRequestError, VoiceNotFoundError
 from voxserve.frontend.normalize import normalize_text
 from voxserve.frontend.segment import segment_text
@@ -110,12 +110,12 @@ class _SpeechAudio:
             windows = await self._open_conversion()
             joiner = SegmentJoiner(round(self._plan.crossfade_ms * self.voice.sample_rate / 1000))
             for future in futures:
-                ready = await self._join(await self._result(future), joiner, windows)
+                ready = await self._join((await self._result(future)).samples, joiner, windows)
                 if len(ready):
                     yield AudioChunk(ready, self.voice.sample_rate)
             yield AudioChunk(await self._flush(joiner, windows), self.voice.sample_rate)
 
-    def _submit(self, reservation: Reservation, start: int, stop: int) -> list[Future[np.ndarray]]:
+    def _submit(self, reservation: Reservation, start: int, stop: int) -> list[Future[SegmentAudio]]:
         """Phonemize and queue segments `start` to `stop - 1`. Runs in a thread that outlives a cancelled
         request, so it stops as soon as the request has ended (closing the reservation cancels what it queued)."""
         futures = []
@@ -139,7 +139,7 @@ class _SpeechAudio:
         """When, after the request started, a listener reaches segment `index` (estimated from text length)."""
         return sum(params.estimated_audio_s for params in self._segments[:index])
 
-    async def _result(self, future: Future[np.ndarray]) -> np.ndarray:
+    async def _result(self, future: Future[SegmentAudio]) -> SegmentAudio:
         remaining_s = self._plan.deadline - time.perf_counter()
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), timeout=max(remaining_s, 0.0))

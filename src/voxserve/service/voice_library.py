@@ -295,7 +295,7 @@ class VoiceLibrary:
                 )
                 for segment in segments
             ]  # fmt: skip
-            audio = np.concatenate([cancellation.wait(future) for future in futures])
+            audio = np.concatenate([cancellation.wait(future).samples for future in futures])
         return AudioChunk(audio, voice.sample_rate)
 
 

@@ -14,7 +14,7 @@ def engine() -> EspeakEngine:
 
 def speak(engine: EspeakEngine, voice_id: str, text: str, speed: float = 1.0) -> np.ndarray:
     voice = next(voice for voice in engine.voices() if voice.id == voice_id)
-    return engine.run([engine.prepare(SynthesisParams(text=text, voice=voice, speed=speed))])[0]
+    return engine.run([engine.prepare(SynthesisParams(text=text, voice=voice, speed=speed))])[0].samples
 
 
 def test_lists_over_a_hundred_languages(engine: EspeakEngine) -> None:

@@ -24,7 +24,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> PiperEngine:
 
 def synthesize(engine: PiperEngine, text: str, voice_id: str, **options: float) -> np.ndarray:
     voice = next(voice for voice in engine.voices() if voice.id == voice_id)
-    return engine.run([engine.prepare(SynthesisParams(text=text, voice=voice, **options))])[0]
+    return engine.run([engine.prepare(SynthesisParams(text=text, voice=voice, **options))])[0].samples
 
 
 def test_bundled_voice_speaks_with_deterministic_zero_noise(engine: PiperEngine) -> None:
@@ -78,8 +78,29 @@ def test_padded_batch_gives_each_item_its_solo_audio() -> None:
     batched = engine.run(segments)
     for segment, audio in zip(segments, batched, strict=True):
         (solo,) = engine.run([segment])
-        assert len(audio) == len(solo)
-        assert np.linalg.norm(audio - solo) / np.linalg.norm(solo) < 1e-3
+        assert len(audio.samples) == len(solo.samples)
+        assert np.linalg.norm(audio.samples - solo.samples) / np.linalg.norm(solo.samples) < 1e-3
+        assert audio.id_samples is not None
+        assert solo.id_samples is not None
+        assert np.array_equal(audio.id_samples, solo.id_samples)
+
+
+def test_each_phoneme_ids_samples_add_up_to_the_audio(engine: PiperEngine) -> None:
+    voice = engine.voices()[0]
+    segment = engine.prepare(SynthesisParams(text="The train leaves at seven.", voice=voice, noise_scale=0, noise_w=0))
+    (audio,) = engine.run([segment])
+    assert audio.id_samples is not None
+    assert len(audio.id_samples) == len(segment.phoneme_ids)
+    assert int(audio.id_samples.sum()) == len(audio.samples)
+    assert (audio.id_samples % 256 == 0).all()  # whole decoder frames (hop 256)
+    assert (audio.id_samples[1:-1] > 0).any()
+
+
+def test_a_graph_without_durations_still_speaks_without_them(tmp_path: Path) -> None:
+    engine = PiperEngine([write_tone_voice(tmp_path)], EspeakPhonemizer(), SessionOptions())
+    (audio,) = engine.run([engine.prepare(SynthesisParams(text="Hi.", voice=engine.voices()[0]))])
+    assert len(audio.samples) > 0
+    assert audio.id_samples is None
 
 
 def test_batching_needs_a_graph_with_durations(tmp_path: Path) -> None:
@@ -99,5 +120,5 @@ def test_release_memory_gives_the_arena_back_and_the_next_call_still_speaks(engi
     engine.release_memory()
     released = psutil.Process().memory_info().rss
     assert grown - released > 50 * 2**20
-    again = engine.run([segment])[0]
+    again = engine.run([segment])[0].samples
     assert np.abs(again).max() > 0.05

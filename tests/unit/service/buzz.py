@@ -11,7 +11,7 @@ from typing import TypeVar
 import numpy as np
 
 from voxserve.conversion.cancellation import Cancellation
-from voxserve.engines.base import PreparedSegment
+from voxserve.engines.base import PreparedSegment, SegmentAudio
 from voxserve.frontend.segment import segment_text
 from voxserve.obs.metrics import Metrics
 from voxserve.service.voice_library import PROFILE_TEXT
@@ -58,12 +58,12 @@ class BuzzEngine:
     def prepare(self, params: SynthesisParams) -> PreparedSegment:
         return PreparedSegment(params)
 
-    def run(self, batch: Sequence[PreparedSegment], *, solo: bool = False) -> list[np.ndarray]:
+    def run(self, batch: Sequence[PreparedSegment], *, solo: bool = False) -> list[SegmentAudio]:
         self.started.set()
         self.gate.wait(timeout=WAIT_S)
         self.threads.add(threading.current_thread().name)
         self.ran += [segment.params.text for segment in batch]
-        return [buzz(PITCH_HZ[segment.params.voice.id], 0.5).samples for segment in batch]
+        return [SegmentAudio(buzz(PITCH_HZ[segment.params.voice.id], 0.5).samples) for segment in batch]
 
     def warmup(self) -> None:
         pass
