@@ -69,8 +69,9 @@ class Reservation:
     submitted under it. Safe from any thread.
 
     `close()` ends the request, whenever that happens (before, during or after submission): later submits are
-    refused (their futures come back cancelled, no engine time spent), segments still queued are cancelled, and
-    room not used yet is given back. Close it however the request ends; `with` does that."""
+    refused (their futures come back cancelled, no engine time spent), segments still queued are cancelled and
+    leave the queue at once, and room not used yet is given back. Close it however the request ends; `with` does
+    that."""
 
     def __init__(self, queue: SegmentQueue, segments: int) -> None:
         self._queue = queue
@@ -183,11 +184,17 @@ class Scheduler:
         reservation cancels it; once closed, the future comes back cancelled and nothing is queued."""
         future: Future[SegmentAudio] = Future()
         job = Job(engine, segment, trace, future, deadline, priority, tenant)
+        future.add_done_callback(lambda done: self._withdraw_if_cancelled(done, job))
         if reservation is None:
             self._queue.put(job, due)
         else:
             reservation._put(job, due)
         return future
+
+    def _withdraw_if_cancelled(self, future: Future[SegmentAudio], job: Job) -> None:
+        """Whoever cancels a queued segment (a client leaving, a job ending) frees its queue room at once."""
+        if future.cancelled() and self._queue.withdraw(job):
+            self._metrics.cancelled_segments.inc()
 
     def close(self) -> None:
         """Stop the workers after the work already queued."""

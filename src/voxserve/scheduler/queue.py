@@ -44,6 +44,7 @@ class Job:
     priority: int
     tenant: str = ""
     submitted_at: float = field(default_factory=time.perf_counter)
+    queued: bool = False  # in a queue's lanes (not taken by a worker, nor withdrawn)
 
     @property
     def batch_key(self) -> tuple[object, ...]:
@@ -130,6 +131,7 @@ class SegmentQueue:
                 self._virtual_s[job.tenant] = max(self._virtual_s.get(job.tenant, 0.0), floor)
                 lane = self._lanes[job.tenant] = []
             heapq.heappush(lane, (job.priority, due, next(self._sequence), job))
+            job.queued = True
             self._size += 1
             self._background += job.background
             self._requests[job.trace.request_id] += 1
@@ -152,6 +154,19 @@ class SegmentQueue:
             self._forget(job)
             return job
 
+    def withdraw(self, job: Job) -> bool:
+        """Take `job` out of the queue if it is still there (its request is gone): its room is free for new
+        requests now, not only once a worker would have reached it, which under load can be long after a hang-up.
+        True if it was queued."""
+        with self._ready:
+            if not job.queued:
+                return False
+            lane = self._lanes[job.tenant]
+            lane[:] = [entry for entry in lane if entry[3] is not job]
+            heapq.heapify(lane)
+            self._forget(job, ran=False)
+            return True
+
     def _lanes_within(self, max_priority: int | None) -> list[str]:
         """Tenants whose most urgent queued job is within `max_priority` (every tenant with a job, for None)."""
         return [name for name, lane in self._lanes.items() if max_priority is None or lane[0][0] <= max_priority]
@@ -160,15 +175,18 @@ class SegmentQueue:
         priority, due, sequence, job = entry
         return priority, self._virtual_s[job.tenant], due, sequence
 
-    def _forget(self, job: Job) -> None:
-        """Account for a job leaving the queue to run (or to be dropped by a worker)."""
+    def _forget(self, job: Job, *, ran: bool = True) -> None:
+        """Account for a job leaving the queue to run (or to be dropped by a worker), or withdrawn unrun (its
+        tenant is then not charged for it)."""
+        job.queued = False
         self._size -= 1
         self._background -= job.background
         if not job.background:
             self._interactive_requests[job.trace.request_id] -= 1
             if not self._interactive_requests[job.trace.request_id]:
                 del self._interactive_requests[job.trace.request_id]
-        self._virtual_s[job.tenant] += job.segment.params.estimated_audio_s
+        if ran:
+            self._virtual_s[job.tenant] += job.segment.params.estimated_audio_s
         if job.tenant in self._lanes and not self._lanes[job.tenant]:  # a batch may take a lane's last jobs at once
             del self._lanes[job.tenant]
         self._pending_audio_s -= job.segment.params.estimated_audio_s

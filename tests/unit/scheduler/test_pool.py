@@ -16,14 +16,14 @@ from voxserve.errors import DeadlineExceededError, EngineError, QueueFullError
 from voxserve.obs.metrics import Metrics
 from voxserve.obs.trace import RequestTrace
 from voxserve.scheduler.pool import Priority, Reservation, Scheduler, SchedulerOptions
-from voxserve.types import SynthesisParams
+from voxserve.types import SPOKEN_S_PER_CHAR, SynthesisParams
 
 
 def submit(
     scheduler: Scheduler, engine: FakeEngine, text: str, priority: Priority = Priority.LATER_SEGMENT,
     due: float = 0.0, deadline_s: float = 60.0, trace: RequestTrace | None = None,
     reservation: Reservation | None = None,
-) -> Future[np.ndarray]:  # fmt: skip
+) -> Future[SegmentAudio]:  # fmt: skip
     segment = PreparedSegment(SynthesisParams(text=text, voice=FAKE_VOICE))
     deadline = time.perf_counter() + deadline_s
     return scheduler.submit(
@@ -32,7 +32,7 @@ def submit(
     )  # fmt: skip
 
 
-def held(scheduler: Scheduler, engine: FakeEngine) -> Future[np.ndarray]:
+def held(scheduler: Scheduler, engine: FakeEngine) -> Future[SegmentAudio]:
     """Occupy the only worker until `engine.gate` is set, so what is submitted next queues up."""
     engine.gate.clear()
     blocker = submit(scheduler, engine, "blocker")
@@ -235,7 +235,7 @@ def test_admission_is_exact_however_many_requests_race(metrics: Metrics, segment
     pool = Scheduler(SchedulerOptions(workers=1, max_queue_size=6), metrics)
     start = threading.Barrier(5)
 
-    def request(_: int) -> list[Future[np.ndarray]] | None:
+    def request(_: int) -> list[Future[SegmentAudio]] | None:
         start.wait(timeout=5)
         try:
             reservation = pool.admit(segments)
@@ -268,13 +268,33 @@ def test_closing_a_reservation_cancels_its_queued_segments_and_refuses_more(
     reservation.close()
     late = submit(scheduler, engine, "late", reservation=reservation)
     assert all(future.cancelled() for future in [*queued, late])
-    assert scheduler.queue_depth() == 2  # cancelled, waiting for a worker to drop them; "late" was never queued
-    scheduler.admit(1).close()  # 2 queued + the place given back fit the queue of 3
+    # Out of the queue at once, while the worker is still busy: a hung-up request holds no room ("late" never
+    # queued), so a request as large as the whole queue is admitted.
+    assert scheduler.queue_depth() == 0
+    assert count(metrics, "voxserve_segments_cancelled_total") == 2
+    scheduler.admit(3).close()
     engine.gate.set()
     blocker.result(timeout=5)
     submit(scheduler, engine, "after").result(timeout=5)
     assert engine.ran == ["blocker", "after"]
     assert count(metrics, "voxserve_segments_cancelled_total") == 2
+
+
+def test_a_cancelled_segment_leaves_the_queue_before_any_worker_reaches_it(
+    scheduler: Scheduler, metrics: Metrics
+) -> None:
+    engine = FakeEngine()
+    blocker = held(scheduler, engine)
+    first, second = (submit(scheduler, engine, f"queued {n}", due=float(n)) for n in range(2))
+    assert scheduler.queue_depth() == 2
+    assert second.cancel()
+    assert scheduler.queue_depth() == 1
+    assert scheduler.pending_audio_s() == pytest.approx(len("queued 0") * SPOKEN_S_PER_CHAR)
+    engine.gate.set()
+    for future in (blocker, first):
+        future.result(timeout=5)
+    assert engine.ran == ["blocker", "queued 0"]
+    assert count(metrics, "voxserve_segments_cancelled_total") == 1
 
 
 def test_a_lone_segment_runs_solo_and_later_segments_wait_for_it(metrics: Metrics) -> None:
