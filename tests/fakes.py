@@ -23,6 +23,7 @@ class FakeEngine:
 
     name = "fake"
     supports_instructions = False
+    supports_timestamps = False
 
     def __init__(self, delay_s: float = 0.0, supports_batching: bool = False) -> None:
         self.delay_s = delay_s

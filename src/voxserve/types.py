@@ -47,6 +47,7 @@ class SynthesisParams:
     noise_w: float | None = None
     instructions: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    timestamps: bool = False  # prepare the segment's words too, to time them in its audio
 
     @property
     def estimated_audio_s(self) -> float:

@@ -38,8 +38,10 @@ class SpeechRequest(BaseModel):
     instructions: str | None = Field(None, max_length=MAX_INSTRUCTIONS_CHARS)
     stream_format: Literal["audio", "sse"] = "audio"
     stream: bool = True
+    timestamps: Literal["none", "word", "phoneme"] = "none"
 
-    def to_job(self, caller: Caller, *, use_cache: bool = True) -> SpeechJob:
+    def to_job(self, caller: Caller, *, use_cache: bool = True, timed: bool = True) -> SpeechJob:
+        """`timed`: the response can carry timestamps (SSE, or a buffered JSON body); plain audio cannot."""
         return SpeechJob(
             text=self.input,
             voice=self.voice if isinstance(self.voice, str) else self.voice.id,
@@ -49,6 +51,7 @@ class SpeechRequest(BaseModel):
             instructions=self.instructions,
             use_cache=use_cache,
             caller=caller,
+            timestamps=self.timestamps if timed else "none",
         )
 
 

@@ -17,28 +17,35 @@ class SegmentJoiner:
     """Joins consecutive segments with a short linear crossfade so sentence boundaries do not click.
 
     The last `crossfade_samples` of each segment are held back until the next segment (or `flush`) arrives.
+    `last_start` is where the segment pushed last begins in the joined audio (overlapping the one before it).
     """
 
     def __init__(self, crossfade_samples: int) -> None:
         self._overlap = crossfade_samples
         self._tail = np.zeros(0, dtype=np.float32)
+        self._emitted = 0
+        self.last_start = 0
 
     def push(self, samples: np.ndarray) -> np.ndarray:
         """Add one segment; return the audio that is final now."""
         samples = samples.astype(np.float32, copy=False)
         held = len(self._tail)
         if held and len(samples) >= held:
+            self.last_start = self._emitted
             fade_in = np.linspace(0.0, 1.0, held, endpoint=False, dtype=np.float32)
             head = self._tail * (1.0 - fade_in) + samples[:held] * fade_in
             samples = np.concatenate([head, samples[held:]])
         else:
+            self.last_start = self._emitted + held
             samples = np.concatenate([self._tail, samples])
         cut = max(0, len(samples) - self._overlap)
         ready, self._tail = samples[:cut], samples[cut:]
+        self._emitted += len(ready)
         return ready
 
     def flush(self) -> np.ndarray:
         tail, self._tail = self._tail, np.zeros(0, dtype=np.float32)
+        self._emitted += len(tail)
         return tail
 
 

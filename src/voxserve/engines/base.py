@@ -9,17 +9,21 @@ from typing import Protocol
 
 import numpy as np
 
+from voxserve.frontend.alignment import WordSpan
 from voxserve.types import SynthesisParams, VoiceInfo
 
 
 @dataclass(frozen=True, slots=True)
 class PreparedSegment:
     """One segment ready for the model: its parameters (the segment's text and the voice) and, for engines
-    that take them, its phonemes and phoneme ids."""
+    that take them, its phonemes and phoneme ids, with the character of `phonemes` each id stands for (-1 for
+    markers and padding). For a segment prepared with `timestamps`, its words and the phonemes each speaks."""
 
     params: SynthesisParams
     phonemes: str = ""
     phoneme_ids: tuple[int, ...] = ()
+    id_sources: tuple[int, ...] = ()
+    words: tuple[WordSpan, ...] = ()
 
     @property
     def call_key(self) -> tuple[object, ...]:
@@ -53,6 +57,7 @@ class Engine(Protocol):
     name: str
     supports_batching: bool
     supports_instructions: bool
+    supports_timestamps: bool  # `run` gives `id_samples` for segments prepared with their words
 
     def voices(self) -> Sequence[VoiceInfo]:
         """Every voice this engine can speak."""

@@ -56,6 +56,7 @@ class EspeakEngine:
     name = "espeak"
     supports_batching = False
     supports_instructions = False
+    supports_timestamps = False
 
     def __init__(self) -> None:
         self._lib = ctypes.CDLL(espeakng_loader.get_library_path())

@@ -55,6 +55,7 @@ class FaultyEngine:
         self.name = inner.name
         self.supports_batching = inner.supports_batching
         self.supports_instructions = inner.supports_instructions
+        self.supports_timestamps = inner.supports_timestamps
         self.injected: dict[str, int] = {"raise": 0, "hang": 0, "garbage": 0}
         self._random = random.Random(plan.seed)
         self._lock = threading.Lock()

@@ -212,6 +212,7 @@ class PiperEngine:
 
     name = "piper"
     supports_instructions = False
+    supports_timestamps = True
 
     def __init__(self, model_paths: Sequence[Path], phonemizer: Phonemizer, options: SessionOptions) -> None:
         self.supports_batching = options.batching

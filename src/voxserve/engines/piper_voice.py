@@ -12,6 +12,7 @@ import numpy as np
 
 from voxserve.engines.base import PreparedSegment, SegmentAudio
 from voxserve.errors import ConfigError
+from voxserve.frontend.alignment import align_words
 from voxserve.types import SynthesisParams, VoiceInfo
 
 if TYPE_CHECKING:  # the phonemizer loads espeak-ng; the GPU benchmark runs on precomputed phoneme ids without it
@@ -69,18 +70,31 @@ class PiperVoiceConfig:
 
     def prepare(self, params: SynthesisParams, phonemizer: Phonemizer) -> PreparedSegment:
         phonemes = phonemizer.phonemize(params.text, self.espeak_voice)
-        return PreparedSegment(params, phonemes, self.phoneme_ids(phonemes))
+        ids, sources = self.phoneme_ids_with_sources(phonemes)
+        words = ()
+        if params.timestamps:
+            words = tuple(
+                align_words(params.text, phonemes, lambda word: phonemizer.phonemize(word, self.espeak_voice))
+            )
+        return PreparedSegment(params, phonemes, ids, sources, words)
 
     def phoneme_ids(self, phonemes: str) -> tuple[int, ...]:
-        """Piper's id layout: `^ _ (phoneme _)* $`; phonemes the voice does not know are dropped."""
+        return self.phoneme_ids_with_sources(phonemes)[0]
+
+    def phoneme_ids_with_sources(self, phonemes: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Piper's id layout, `^ _ (phoneme _)* $` (phonemes the voice does not know are dropped), and for each
+        id the index in `phonemes` of the phoneme it stands for (-1 for the markers and the padding)."""
         pad = self.phoneme_id_map[_PAD]
         ids = [*self.phoneme_id_map[_BOS], *pad]
-        for phoneme in phonemes:
+        sources = [-1] * len(ids)
+        for index, phoneme in enumerate(phonemes):
             for mapped in self.phoneme_map.get(phoneme, [phoneme]):
                 if mapped in self.phoneme_id_map:
                     ids += [*self.phoneme_id_map[mapped], *pad]
+                    sources += [index] * len(self.phoneme_id_map[mapped]) + [-1] * len(pad)
         ids += self.phoneme_id_map[_EOS]
-        return tuple(ids)
+        sources += [-1] * len(self.phoneme_id_map[_EOS])
+        return tuple(ids), tuple(sources)
 
     @property
     def pad_id(self) -> int:

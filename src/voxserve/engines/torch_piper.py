@@ -174,6 +174,7 @@ class TorchPiperEngine:
     name = "piper-torch"
     supports_batching = True
     supports_instructions = False
+    supports_timestamps = True
 
     def __init__(
         self, voices: Sequence[tuple[PiperVoiceConfig, VitsWeights]], phonemizer: Phonemizer, options: TorchOptions

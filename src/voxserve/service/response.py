@@ -10,6 +10,7 @@ from contextlib import aclosing
 from voxserve.audio.encode import CONTENT_TYPES, create_encoder, seal
 from voxserve.cache.audio import CachedAudio
 from voxserve.obs.trace import RequestTrace
+from voxserve.service.timestamps import Timestamps
 from voxserve.types import AudioChunk
 
 ChunkSource = Callable[[], AsyncGenerator[AudioChunk, None]]
@@ -18,14 +19,16 @@ ChunkSource = Callable[[], AsyncGenerator[AudioChunk, None]]
 class AudioResponse:
     """One response's audio. Lazy: nothing runs until `audio()`, `encoded()` or `body()` is iterated, and
     leaving the iteration early closes the source (which stops the work behind it). `keep` receives the whole
-    body of a response that was encoded to its end (to cache it)."""
+    body of a response that was encoded to its end (to cache it). A timed response's `timestamps` grows by one
+    entry per segment as its audio is made, each before the chunk that starts that segment."""
 
     def __init__(
         self, chunks: ChunkSource | None, response_format: str, sample_rate: int, trace: RequestTrace, *,
         headers: Mapping[str, str] | None = None, keep: Callable[[bytes], None] | None = None,
-        replay: CachedAudio | None = None,
+        replay: CachedAudio | None = None, timestamps: list[Timestamps] | None = None,
     ) -> None:  # fmt: skip
         self.trace = trace
+        self.timestamps = timestamps
         self.response_format = response_format
         self.sample_rate = sample_rate
         self._chunks = chunks

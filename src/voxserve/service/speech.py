@@ -19,7 +19,7 @@ from voxserve.conversion.base import ConversionOptions, ConversionPlan, Converte
 from voxserve.conversion.cancellation import Cancellation
 from voxserve.conversion.windows import WindowedConversion
 from voxserve.conversion.world_converter import WorldConverter
-from voxserve.engines.base import Engine, SegmentAudio
+from voxserve.engines.base import Engine, PreparedSegment, SegmentAudio
 from voxserve.errors import DeadlineExceededError, InputTooLongError, InvalidRequestError, VoiceNotFoundError
 from voxserve.frontend.normalize import normalize_text
 from voxserve.frontend.segment import segment_text
@@ -28,6 +28,7 @@ from voxserve.obs.telemetry import Telemetry, TelemetryOptions
 from voxserve.obs.trace import RequestTrace
 from voxserve.scheduler.pool import Priority, Reservation, Scheduler
 from voxserve.service.response import AudioResponse
+from voxserve.service.timestamps import TIMESTAMP_LEVELS, TimestampBuilder, Timestamps
 from voxserve.service.voice_library import VoiceLibrary
 from voxserve.service.voices import VoiceRegistry
 from voxserve.storage.voices import CustomVoice
@@ -46,6 +47,7 @@ class SpeechJob:
     instructions: str | None = None
     use_cache: bool = True
     caller: Caller = Caller()
+    timestamps: str = "none"  # "word" or "phoneme": time them (see `AudioResponse.timestamps`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +91,7 @@ class _SpeechAudio:
 
     def __init__(
         self, voice: VoiceInfo, engine: Engine, trace: RequestTrace, segments: Sequence[SynthesisParams], plan: _Plan,
-        custom: CustomVoiceSpeech | None, tenant: str,
+        custom: CustomVoiceSpeech | None, tenant: str, timing: TimestampBuilder | None = None,
     ) -> None:  # fmt: skip
         self.trace = trace
         self.voice = voice
@@ -98,6 +100,8 @@ class _SpeechAudio:
         self._plan = plan
         self._custom = custom
         self._tenant = tenant
+        self._timing = timing
+        self.timestamps: list[Timestamps] = []  # each segment's, added before the chunk that starts it
 
     async def chunks(self) -> AsyncGenerator[AudioChunk, None]:
         """The joined audio, chunk by chunk, as segments finish in order. The request is admitted when
@@ -109,13 +113,18 @@ class _SpeechAudio:
             futures += await asyncio.to_thread(self._submit, reservation, 1, len(self._segments))
             windows = await self._open_conversion()
             joiner = SegmentJoiner(round(self._plan.crossfade_ms * self.voice.sample_rate / 1000))
-            for future in futures:
-                ready = await self._join((await self._result(future)).samples, joiner, windows)
+            for prepared, future in futures:
+                audio = await self._result(future)
+                ready = await self._join(audio.samples, joiner, windows)
+                if self._timing is not None:
+                    self.timestamps.append(self._timing.segment(prepared, audio, joiner.last_start))
                 if len(ready):
                     yield AudioChunk(ready, self.voice.sample_rate)
             yield AudioChunk(await self._flush(joiner, windows), self.voice.sample_rate)
 
-    def _submit(self, reservation: Reservation, start: int, stop: int) -> list[Future[SegmentAudio]]:
+    def _submit(
+        self, reservation: Reservation, start: int, stop: int
+    ) -> list[tuple[PreparedSegment, Future[SegmentAudio]]]:
         """Phonemize and queue segments `start` to `stop - 1`. Runs in a thread that outlives a cancelled
         request, so it stops as soon as the request has ended (closing the reservation cancels what it queued)."""
         futures = []
@@ -125,14 +134,13 @@ class _SpeechAudio:
             params = self._segments[index]
             with self.trace.stage("phonemize", segment=index):
                 prepared = self._engine.prepare(params)
-            futures.append(
-                self._plan.scheduler.submit(
-                    self._engine, prepared, self.trace,
-                    priority=Priority.FIRST_SEGMENT if index == 0 else Priority.LATER_SEGMENT,
-                    due=self.trace.started_at + self._playback_offset_s(index),
-                    deadline=self._plan.deadline, tenant=self._tenant, reservation=reservation,
-                )
+            future = self._plan.scheduler.submit(
+                self._engine, prepared, self.trace,
+                priority=Priority.FIRST_SEGMENT if index == 0 else Priority.LATER_SEGMENT,
+                due=self.trace.started_at + self._playback_offset_s(index),
+                deadline=self._plan.deadline, tenant=self._tenant, reservation=reservation,
             )  # fmt: skip
+            futures.append((prepared, future))
         return futures
 
     def _playback_offset_s(self, index: int) -> float:
@@ -213,11 +221,19 @@ class SpeechService:
             )
         voice, custom = self._resolve(job)
         engine = self.registry.engine(voice)
+        timed = job.timestamps != "none"
+        if job.timestamps not in TIMESTAMP_LEVELS:
+            raise InvalidRequestError(f"timestamps must be one of {', '.join(TIMESTAMP_LEVELS)}", param="timestamps")
+        if timed and not engine.supports_timestamps:
+            raise InvalidRequestError(
+                f"voice {job.voice!r} ({voice.engine}) cannot give timestamps; Piper voices can", param="timestamps"
+            )
         trace.engine, trace.voice = voice.engine, custom.voice.id if custom else voice.id
         headers = {"X-Voxserve-Voice": trace.voice}
         if job.instructions and not engine.supports_instructions:
             headers["X-Voxserve-Instructions"] = "ignored"
-        key = self._cache_key(job, voice, custom) if job.use_cache and self.audio_cache.enabled else None
+        # The cache keeps bodies, not timings: a timed response is always made.
+        key = self._cache_key(job, voice, custom) if job.use_cache and self.audio_cache.enabled and not timed else None
         if key is not None:
             with trace.stage("cache"):
                 cached = self.audio_cache.get(key)
@@ -242,11 +258,13 @@ class SpeechService:
             deadline=trace.started_at + options.request_timeout_s,
         )
         segments = [self._params(text, voice, job) for text in texts]
-        audio = _SpeechAudio(voice, engine, trace, segments, plan, custom, job.caller.tenant)
+        timing = TimestampBuilder(job.text, text, voice.sample_rate) if timed else None
+        audio = _SpeechAudio(voice, engine, trace, segments, plan, custom, job.caller.tenant, timing)
         headers["X-Voxserve-Cache"] = "bypass" if key is None else "miss"
         return AudioResponse(
             audio.chunks, job.response_format, voice.sample_rate, trace, headers=headers,
             keep=None if key is None else self._keeper(key, voice, trace),
+            timestamps=audio.timestamps if timed else None,
         )  # fmt: skip
 
     def _keeper(self, key: str, voice: VoiceInfo, trace: RequestTrace) -> Callable[[bytes], None]:
@@ -297,6 +315,7 @@ class SpeechService:
             noise_scale=self._options.noise_scale,
             noise_w=self._options.noise_w,
             instructions=job.instructions,
+            timestamps=job.timestamps != "none",
         )
 
     def warmup(self) -> None:

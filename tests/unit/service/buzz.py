@@ -44,6 +44,7 @@ class BuzzEngine:
     name = "buzz"
     supports_batching = False
     supports_instructions = False
+    supports_timestamps = False
 
     def __init__(self) -> None:
         self.ran: list[str] = []

@@ -1,0 +1,70 @@
+"""Timestamps over HTTP on the real server: SSE events beside the audio, buffered JSON, the same seconds at any
+output rate, and plain audio left as it was."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+
+import httpx
+
+from tests.conftest import decode, decode_pcm
+
+VOICE = "en_US-joe-medium"
+TEXT = "It was late when they reached the village. The inn was full, so the baker offered a room. They slept well."
+
+
+def speech(http: httpx.Client, **fields: object) -> httpx.Response:
+    body = {"model": "tts-1", "input": TEXT, "voice": VOICE, **fields}
+    return http.post("/v1/audio/speech", json=body, headers={"Accept": "application/json"})
+
+
+def events(response: httpx.Response) -> list[dict[str, object]]:
+    return [json.loads(line[len("data: ") :]) for line in response.text.splitlines() if line.startswith("data: ")]
+
+
+def test_sse_sends_each_segments_timestamps_right_after_its_audio(http: httpx.Client) -> None:
+    response = speech(http, response_format="pcm", stream_format="sse", timestamps="word")
+    assert response.status_code == 200, response.text
+    received = events(response)
+    kinds = [event["type"] for event in received]
+    assert kinds[0] == "speech.audio.delta"
+    assert kinds[-1] == "speech.audio.done"
+    assert kinds.count("speech.audio.timestamps") >= 3  # one per segment
+    for before, event in itertools.pairwise(received):
+        if event["type"] == "speech.audio.timestamps":
+            assert before["type"] in ("speech.audio.delta", "speech.audio.timestamps")
+            assert "phonemes" not in event  # asked for words only
+    words = [word for event in received if event["type"] == "speech.audio.timestamps" for word in event["words"]]
+    assert [TEXT[w["char_start"] : w["char_end"]] for w in words] == [w["text"] for w in words]
+    assert [w["text"] for w in words][:3] == ["It", "was", "late"]
+    audio = b"".join(base64.b64decode(event["audio"]) for event in received if event["type"] == "speech.audio.delta")
+    assert words[-1]["end"] <= len(decode_pcm(audio)) / 24_000
+
+
+def test_buffered_json_carries_the_audio_and_its_phonemes_in_the_same_seconds_at_any_rate(http: httpx.Client) -> None:
+    seconds = {}
+    for response_format in ("pcm", "wav"):  # 24 kHz PCM, and WAV at the voice's 22.05 kHz
+        response = speech(http, response_format=response_format, stream=False, timestamps="phoneme")
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"] == "application/json"
+        payload = response.json()
+        assert payload["format"] == response_format
+        audio = base64.b64decode(payload["audio"])
+        samples, rate = (decode_pcm(audio), 24_000) if response_format == "pcm" else decode(audio)
+        phonemes = payload["timestamps"]["phonemes"]
+        assert abs(phonemes[-1]["end"] * rate - len(samples)) <= 1  # the last phoneme ends with the audio
+        assert all(p["viseme"] in range(22) for p in phonemes)
+        seconds[response_format] = [(w["text"], w["start"], w["end"]) for w in payload["timestamps"]["words"]]
+    assert seconds["pcm"] == seconds["wav"]
+
+
+def test_plain_audio_is_unchanged_and_a_voice_without_durations_says_so(http: httpx.Client) -> None:
+    plain = http.post("/v1/audio/speech", json={"input": "Hello there.", "voice": VOICE, "response_format": "wav",
+                                                "timestamps": "word"})  # fmt: skip
+    assert plain.status_code == 200
+    assert plain.headers["content-type"] == "audio/wav"
+    refused = speech(http, voice="espeak:en-us", stream_format="sse", timestamps="word")
+    assert refused.status_code == 400
+    assert refused.json()["error"]["param"] == "timestamps"
