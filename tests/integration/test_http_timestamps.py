@@ -4,10 +4,14 @@ output rate, and plain audio left as it was."""
 from __future__ import annotations
 
 import base64
+import io
 import itertools
 import json
 
 import httpx
+import pytest
+import srt
+import webvtt
 
 from tests.conftest import decode, decode_pcm
 
@@ -68,3 +72,20 @@ def test_plain_audio_is_unchanged_and_a_voice_without_durations_says_so(http: ht
     refused = speech(http, voice="espeak:en-us", stream_format="sse", timestamps="word")
     assert refused.status_code == 400
     assert refused.json()["error"]["param"] == "timestamps"
+
+
+def test_captions_parse_and_cover_the_audio_they_come_with(http: httpx.Client) -> None:
+    body = {"input": TEXT, "voice": VOICE, "caption_format": "vtt", "caption_max_chars": 32}
+    vtt = http.post("/v1/audio/captions", json=body)
+    assert vtt.status_code == 200, vtt.text
+    assert vtt.headers["content-type"].startswith("text/vtt")
+    captions = webvtt.from_buffer(io.StringIO(vtt.text)).captions
+    assert all(len(caption.text) <= 32 for caption in captions)
+    assert " ".join(caption.text for caption in captions).split() == TEXT.split()
+    both = http.post("/v1/audio/captions", json={**body, "caption_format": "srt", "include_audio": True,
+                                                 "response_format": "wav"})  # fmt: skip
+    payload = both.json()
+    samples, rate = decode(base64.b64decode(payload["audio"]))
+    cues = list(srt.parse(payload["captions"]))
+    assert cues[-1].end.total_seconds() == pytest.approx(len(samples) / rate, abs=0.002)
+    assert [cue.content for cue in cues] == [caption.text for caption in captions]

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from voxserve import __version__
-from voxserve.api import catalog, conversions, diagnostics, health, jobs, keys, metrics, speech, voices
+from voxserve.api import captions, catalog, conversions, diagnostics, health, jobs, keys, metrics, speech, voices
 from voxserve.api.access import AuthenticationMiddleware, LimitHeadersMiddleware
 from voxserve.api.errors import install_error_handlers
 from voxserve.api.guard import GuardMiddleware, guard_options
@@ -54,7 +54,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
 
     app = FastAPI(title="voxserve", version=__version__, lifespan=lifespan)
     app.state.voxserve = state
-    for module in (speech, voices, conversions, jobs, catalog, health, keys):
+    for module in (speech, captions, voices, conversions, jobs, catalog, health, keys):
         app.include_router(module.router)
     if settings.metrics_endpoint:
         app.include_router(metrics.router_for(settings.metrics_auth))

@@ -55,6 +55,14 @@ class SpeechRequest(BaseModel):
         )
 
 
+class CaptionRequest(SpeechRequest):
+    """`POST /v1/audio/captions`: a speech body, and how its captions are written."""
+
+    caption_format: Literal["srt", "vtt", "json"] = "vtt"
+    caption_max_chars: int = Field(42, ge=10, le=200)
+    include_audio: bool = False
+
+
 class VoiceCreateRequest(BaseModel):
     """`POST /v1/audio/voices`: `name` plus a reference recording as the `file` part, or `url` to fetch it from."""
 

@@ -17,8 +17,11 @@ from voxserve.cli.console import console
 from voxserve.errors import VoxError
 from voxserve.obs.trace import RequestTrace
 from voxserve.service.bootstrap import build_conversion_service, build_speech_service
+from voxserve.service.captions import CAPTION_FORMATS, caption_cues, render
 from voxserve.service.conversion import ConversionJob, ConversionService, Upload, VoiceRegistration
+from voxserve.service.response import AudioResponse
 from voxserve.service.speech import SpeechJob, SpeechService
+from voxserve.service.timestamps import Timestamps
 from voxserve.settings import Settings
 from voxserve.types import Caller
 
@@ -32,6 +35,10 @@ def say(
     response_format: Annotated[str, typer.Option("-f", "--format", help="mp3|opus|aac|flac|wav|pcm.")] = "wav",
     speed: Annotated[float, typer.Option(min=0.25, max=4.0)] = 1.0,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="File to write (default: stdout).")] = None,
+    captions: Annotated[
+        Path | None, typer.Option(help="Also write captions here: .srt, .vtt or .json, timed by the model.")
+    ] = None,
+    caption_max_chars: Annotated[int, typer.Option(min=10, max=200, help="Longest caption line.")] = 42,
     voices_dir: VoicesDirOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -40,14 +47,25 @@ def say(
     if response_format not in ("mp3", "opus", "aac", "flac", "wav", "pcm"):
         console.print(f"[red]error:[/red] unknown format {response_format!r}")
         raise typer.Exit(2)
+    caption_format = captions.suffix.lstrip(".").lower() if captions else None
+    if caption_format is not None and caption_format not in CAPTION_FORMATS:
+        console.print(f"[red]error:[/red] captions must be .srt, .vtt or .json, not {captions}")
+        raise typer.Exit(2)
     speech = build_speech_service(settings)
-    job = SpeechJob(text=text, voice=voice or settings.default_voice, speed=speed, response_format=response_format)
+    job = SpeechJob(
+        text=text, voice=voice or settings.default_voice, speed=speed, response_format=response_format,
+        timestamps="word" if captions else "none",
+    )  # fmt: skip
     try:
         if output is None:
-            asyncio.run(_write(speech, job, sys.stdout.buffer))
+            audio = asyncio.run(_write(speech, job, sys.stdout.buffer))
         else:
             with output.open("wb") as sink:
-                asyncio.run(_write(speech, job, sink))
+                audio = asyncio.run(_write(speech, job, sink))
+        if captions is not None and caption_format is not None:
+            words = Timestamps.join(audio.timestamps or []).words
+            cues = caption_cues(text, words, audio.trace.audio_s, caption_max_chars)
+            captions.write_text(render(cues, caption_format), encoding="utf-8")
     except VoxError as exc:
         console.print(f"[red]error:[/red] {exc.message}")
         raise typer.Exit(1) from exc
@@ -55,11 +73,12 @@ def say(
         speech.close()
 
 
-async def _write(speech: SpeechService, job: SpeechJob, sink: BinaryIO) -> None:
+async def _write(speech: SpeechService, job: SpeechJob, sink: BinaryIO) -> AudioResponse:
     audio = speech.open(job)
     sink.write(await audio.body())
     sink.flush()
     console.print(f"{audio.trace.audio_s:.2f} s of audio in {audio.trace.finished_s or 0:.2f} s ({audio.trace.voice})")
+    return audio
 
 
 def convert(
