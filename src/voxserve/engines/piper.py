@@ -71,10 +71,9 @@ def _shrink_arena_options() -> ort.RunOptions:
     return options
 
 
-def _load_session(model: Path | bytes, options: ort.SessionOptions, name: str) -> ort.InferenceSession:
+def _load_session(model: Path, options: ort.SessionOptions, name: str) -> ort.InferenceSession:
     try:
-        return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
-                                    providers=["CPUExecutionProvider"])  # fmt: skip
+        return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises pybind types with no common base
         raise ConfigError(f"cannot load Piper model {name}: {exc}") from exc
 
@@ -116,15 +115,15 @@ class PiperModel:
         self.config = PiperVoiceConfig(model_path)
         self._path = model_path
         self._options = options
-        model, self._durations_output = with_duration_output(model_path)
-        if options.batching and self._durations_output is None:
-            raise ConfigError(f"{model_path} has no duration (Ceil) node, so its batches cannot be trimmed exactly")
         self.name = self.config.name
-        self._plain = self._load_sessions(model)
+        with with_duration_output(model_path) as (model, self._durations_output):
+            if options.batching and self._durations_output is None:
+                raise ConfigError(f"{model_path} has no duration (Ceil) node, so its batches cannot be trimmed exactly")
+            self._plain = self._load_sessions(model)
         self._sessions = self._plain
         self._takes_speaker = any(i.name == "sid" for i in self._plain.shared.get_inputs())
 
-    def _load_sessions(self, model: bytes, profile_dir: Path | None = None) -> _Sessions:
+    def _load_sessions(self, model: Path, profile_dir: Path | None = None) -> _Sessions:
         options = self._options
 
         def load(threads: int, memory_pattern: bool, role: str) -> ort.InferenceSession:
@@ -138,8 +137,8 @@ class PiperModel:
         return _Sessions(shared, load(options.solo_intra_op_threads, True, "solo"))
 
     def start_profiling(self, directory: Path) -> None:
-        # Patched again rather than kept: the serialized model is as large as the model file.
-        self._sessions = self._load_sessions(with_duration_output(self._path)[0], directory)
+        with with_duration_output(self._path) as (model, _):
+            self._sessions = self._load_sessions(model, directory)
 
     def stop_profiling(self) -> list[EngineProfile]:
         profiling, self._sessions = self._sessions, self._plain
