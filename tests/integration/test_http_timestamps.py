@@ -64,14 +64,15 @@ def test_buffered_json_carries_the_audio_and_its_phonemes_in_the_same_seconds_at
     assert seconds["pcm"] == seconds["wav"]
 
 
-def test_plain_audio_is_unchanged_and_a_voice_without_durations_says_so(http: httpx.Client) -> None:
+def test_plain_audio_is_unchanged_and_espeak_voices_are_timed_too(http: httpx.Client) -> None:
     plain = http.post("/v1/audio/speech", json={"input": "Hello there.", "voice": VOICE, "response_format": "wav",
                                                 "timestamps": "word"})  # fmt: skip
     assert plain.status_code == 200
     assert plain.headers["content-type"] == "audio/wav"
-    refused = speech(http, voice="espeak:en-us", stream_format="sse", timestamps="word")
-    assert refused.status_code == 400
-    assert refused.json()["error"]["param"] == "timestamps"
+    espeak = speech(http, voice="espeak:en-us", stream=False, timestamps="word", response_format="wav")
+    assert espeak.status_code == 200, espeak.text
+    words = espeak.json()["timestamps"]["words"]
+    assert [w["text"] for w in words] == TEXT.replace(".", "").replace(",", "").split()
 
 
 def test_captions_parse_and_cover_the_audio_they_come_with(http: httpx.Client) -> None:

@@ -3,6 +3,7 @@ to it (uploaded or fetched), and refuse bad input and internal URLs without harm
 
 from __future__ import annotations
 
+import base64
 import functools
 import http.server
 import os
@@ -112,6 +113,23 @@ def test_registered_voice_speaks_closer_to_its_reference(
     custom_f0 = median_f0(custom.content)
     assert abs(custom_f0 - reference_f0) < abs(base_f0 - reference_f0) / 2, (base_f0, custom_f0, reference_f0)
     assert custom.response.headers["x-voxserve-voice"] == high_voice["id"]
+
+
+def test_a_custom_voice_keeps_its_base_voices_timestamps(client: httpx.Client, high_voice: dict) -> None:
+    """Conversion changes the voice, not when anything is said: the words fall where the base voice put them."""
+
+    def timed(voice: str) -> tuple[dict, float]:
+        body = {"input": SOURCE_TEXT, "voice": voice, "response_format": "wav", "stream": False, "timestamps": "word"}
+        response = client.post("/v1/audio/speech", json=body, headers={"Accept": "application/json"})
+        assert response.status_code == 200, response.text
+        samples, rate = decode(base64.b64decode(response.json()["audio"]))
+        return response.json()["timestamps"], len(samples) / rate
+
+    base, base_s = timed("en_US-joe-medium")
+    custom, custom_s = timed("joe-high")
+    assert custom["words"] == base["words"]
+    assert len(custom["words"]) >= 5
+    assert custom_s == pytest.approx(base_s, abs=0.001)
 
 
 def test_custom_voices_are_listed_fetched_and_deleted(client: httpx.Client, high_reference: bytes) -> None:

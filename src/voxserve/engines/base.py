@@ -33,13 +33,24 @@ class PreparedSegment:
 
 
 @dataclass(frozen=True, slots=True)
+class Alignment:
+    """Where a segment's sounds are in its audio: its phoneme string, the samples where each character's sound
+    starts and ends (`starts`, `ends`; the characters of one sound share them), and its words, each a span of
+    the segment's text and of `phonemes`."""
+
+    phonemes: str
+    starts: np.ndarray
+    ends: np.ndarray
+    words: tuple[WordSpan, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class SegmentAudio:
-    """One segment's audio: float32 mono at the voice's sample rate. `id_samples`, from engines whose model
-    predicts durations, holds how many of those samples each of the segment's phoneme ids takes (they add up to
-    the audio's length); it is what word and phoneme timestamps are made of."""
+    """One segment's audio: float32 mono at the voice's sample rate, and for a segment prepared with
+    `timestamps` on an engine that supports them, its alignment (what word and phoneme timestamps are made of)."""
 
     samples: np.ndarray
-    id_samples: np.ndarray | None = None
+    alignment: Alignment | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +68,7 @@ class Engine(Protocol):
     name: str
     supports_batching: bool
     supports_instructions: bool
-    supports_timestamps: bool  # `run` gives `id_samples` for segments prepared with their words
+    supports_timestamps: bool  # `run` aligns segments prepared with `timestamps`
 
     def voices(self) -> Sequence[VoiceInfo]:
         """Every voice this engine can speak."""

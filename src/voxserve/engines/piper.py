@@ -14,7 +14,7 @@ import onnxruntime as ort
 
 from voxserve.engines.base import EngineProfile, PreparedSegment, SegmentAudio
 from voxserve.engines.piper_graph import with_duration_output
-from voxserve.engines.piper_voice import PiperVoiceConfig, PiperVoices
+from voxserve.engines.piper_voice import PiperVoiceConfig, PiperVoices, align
 from voxserve.errors import ConfigError, EngineError
 from voxserve.frontend.phonemize import Phonemizer
 from voxserve.types import SynthesisParams, VoiceInfo
@@ -198,7 +198,7 @@ class PiperModel:
         return [
             SegmentAudio(
                 np.ascontiguousarray(audio[index, : frames[index].sum() * hop]),
-                frames[index, : len(segment.phoneme_ids)] * hop,
+                align(segment, frames[index, : len(segment.phoneme_ids)] * hop),
             )
             for index, segment in enumerate(segments)
         ]

