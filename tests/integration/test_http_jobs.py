@@ -14,6 +14,8 @@ from pathlib import Path
 import av
 import httpx
 import pytest
+import srt
+import webvtt
 
 from tests.conftest import ServerProcess, decode, metric_value
 
@@ -120,6 +122,11 @@ def test_a_killed_job_resumes_by_itself_into_the_same_file(tmp_path: Path) -> No
             resumed_audio = download(client, job_id)
             again = finished(client, str(submit(client, BOOK, "wav")["id"]))
             uninterrupted_audio = download(client, str(again["id"]))
+            captions = {
+                name: client.get(f"{JOBS}/{name_id}/captions", params={"caption_format": fmt})
+                for name, name_id, fmt in (("resumed", job_id, "vtt"), ("again", again["id"], "vtt"),
+                                           ("srt", job_id, "srt"))
+            }  # fmt: skip
     finally:
         server.stop()
     # Only the segments not yet on disk at the kill were made again.
@@ -127,6 +134,17 @@ def test_a_killed_job_resumes_by_itself_into_the_same_file(tmp_path: Path) -> No
     assert resumed["progress"]["audio_seconds"] == pytest.approx(again["progress"]["audio_seconds"], abs=0.002)
     assert len(resumed_audio) > 44
     assert resumed_audio == uninterrupted_audio
+    # Captions beside the file, timed in it (chapter pauses included), the same after a resume.
+    assert all(response.status_code == 200 for response in captions.values()), captions
+    assert captions["resumed"].text == captions["again"].text
+    cues = list(srt.parse(captions["srt"].text))
+    spoken = " ".join(cue.content for cue in cues)
+    assert all(paragraph in spoken for paragraph in PARAGRAPHS)
+    assert all(len(cue.content) <= 42 for cue in cues)
+    samples, rate = decode(resumed_audio)
+    assert cues[-1].end.total_seconds() == pytest.approx(len(samples) / rate, abs=0.002)
+    vtt = webvtt.from_buffer(io.StringIO(captions["resumed"].text)).captions
+    assert [caption.text for caption in vtt] == [cue.content for cue in cues]
 
 
 def test_an_m4b_book_has_aac_audio_and_its_chapter_marks(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from functools import partial
+from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
@@ -20,12 +21,15 @@ from voxserve.api.streaming import audio_response, streaming_response
 from voxserve.errors import ConflictError, InvalidRequestError, NotFoundError
 from voxserve.obs.trace import RequestTrace
 from voxserve.service.access import Principal
+from voxserve.service.captions import CAPTION_FORMATS
+from voxserve.service.job_audio import caption_paths
 from voxserve.service.jobs import JobService, Progress
 from voxserve.service.limits import Lease
 from voxserve.service.response import AudioResponse
 from voxserve.storage.jobs import Job, JobPart
 
 router = APIRouter()
+CaptionFileFormat = Literal["srt", "vtt"]
 STREAM_FORMAT_FOR_M4B = "aac"  # a chapter or a running book is streamed; MP4 is written only once whole
 
 
@@ -145,6 +149,29 @@ async def item_audio(
     if job.status == "completed":
         return _file(jobs, job, part)
     return await _follow(request, jobs, job, part, str(part.request["response_format"]), trace)
+
+
+@router.get("/v1/audio/jobs/{job_id}/captions", response_model=None)
+async def job_captions(
+    job_id: str, principal: Principal = Depends(require("speech")), jobs: JobService = Depends(get_jobs),
+    caption_format: CaptionFileFormat = "vtt", item: str | None = None,
+) -> Response:  # fmt: skip
+    """A completed job's captions (SRT or WebVTT), timed in its file: a book's, or with `item` a batch item's."""
+    job = (await asyncio.to_thread(jobs.get, job_id, principal.caller)).job
+    part = None
+    if item is not None or job.kind == "batch":
+        parts = await asyncio.to_thread(jobs.parts, job)
+        part = next((part for part in parts if job.kind == "batch" and part.name == item), None)
+        if part is None:
+            raise NotFoundError(f"job {job_id} has no item {item!r}", param="item", code="item_not_found")
+    if job.status != "completed":
+        raise ConflictError(f"captions are written once the job completes; it is {job.status}",
+                            code="job_not_completed")  # fmt: skip
+    path = caption_paths(jobs.result_path(job, part))[caption_format]
+    if not path.is_file():
+        raise NotFoundError(f"job {job_id} has no captions (its voice gives no timings)", code="captions_not_found")
+    name = f"{job.id if part is None else part.name}.{caption_format}"
+    return FileResponse(path, media_type=CAPTION_FORMATS[caption_format], filename=name)
 
 
 @router.get("/v1/audio/jobs/{job_id}/items.zip", response_model=None)

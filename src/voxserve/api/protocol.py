@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from voxserve.frontend.document import BatchItem
+from voxserve.service.captions import CAPTION_MAX_CHARS
 from voxserve.service.conversion import ConversionJob, Upload, VoiceRegistration
 from voxserve.service.jobs import JobVoice
 from voxserve.service.speech import SpeechJob
@@ -59,7 +60,7 @@ class CaptionRequest(SpeechRequest):
     """`POST /v1/audio/captions`: a speech body, and how its captions are written."""
 
     caption_format: Literal["srt", "vtt", "json"] = "vtt"
-    caption_max_chars: int = Field(42, ge=10, le=200)
+    caption_max_chars: int = Field(CAPTION_MAX_CHARS, ge=10, le=200)
     include_audio: bool = False
 
 

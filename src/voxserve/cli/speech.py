@@ -17,7 +17,7 @@ from voxserve.cli.console import console
 from voxserve.errors import VoxError
 from voxserve.obs.trace import RequestTrace
 from voxserve.service.bootstrap import build_conversion_service, build_speech_service
-from voxserve.service.captions import CAPTION_FORMATS, caption_cues, render
+from voxserve.service.captions import CAPTION_FORMATS, CAPTION_MAX_CHARS, caption_cues, render
 from voxserve.service.conversion import ConversionJob, ConversionService, Upload, VoiceRegistration
 from voxserve.service.response import AudioResponse
 from voxserve.service.speech import SpeechJob, SpeechService
@@ -38,7 +38,7 @@ def say(
     captions: Annotated[
         Path | None, typer.Option(help="Also write captions here: .srt, .vtt or .json, timed by the model.")
     ] = None,
-    caption_max_chars: Annotated[int, typer.Option(min=10, max=200, help="Longest caption line.")] = 42,
+    caption_max_chars: Annotated[int, typer.Option(min=10, max=200, help="Longest caption line.")] = CAPTION_MAX_CHARS,
     voices_dir: VoicesDirOption = None,
     config: ConfigOption = None,
 ) -> None:

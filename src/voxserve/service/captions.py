@@ -13,6 +13,7 @@ from voxserve.service.timestamps import WordTiming
 
 CAPTION_FORMATS = {"srt": "application/x-subrip", "vtt": "text/vtt", "json": "application/json"}
 PAUSE_S = 0.35  # a silence this long between words starts a new cue
+CAPTION_MAX_CHARS = 42  # the usual subtitle line
 _TRAILING = ".,;:!?…\"'”’)]"
 
 

@@ -1,6 +1,7 @@
 """A job's audio, assembled from its segments' files the same way every time: joined as a live request's segments
 are (a short crossfade), with silence after paragraphs and chapters, and encoded once into the job's format. So
-a job resumed after a crash gives the same file as one that never stopped."""
+a job resumed after a crash gives the same file as one that never stopped. Each file gets captions beside it
+(SRT and WebVTT), from the words' places its segments stored and where assembly put each segment."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ import numpy as np
 from voxserve.audio.dsp import SegmentJoiner
 from voxserve.audio.encode import create_encoder, wav_header
 from voxserve.audio.m4b import M4bWriter
+from voxserve.engines.base import Alignment
+from voxserve.service.captions import CAPTION_MAX_CHARS, caption_cues, render
+from voxserve.service.timestamps import WordTiming
 from voxserve.storage.jobs import JobPart, JobSegment, JobStore
 
 WAV_HEADER_BYTES = 44
@@ -21,34 +25,94 @@ MAX_WAV_DATA_BYTES = 0xFFFFFFFF - 36  # past this a WAV keeps its "unknown lengt
 
 
 class Assembler:
-    """Segments in, final audio out: crossfaded inside a paragraph, silence after one that pauses."""
+    """Segments in, final audio out: crossfaded inside a paragraph, silence after one that pauses. `last_start`
+    is where the segment pushed last begins in the audio."""
 
     def __init__(self, sample_rate: int, crossfade_ms: float) -> None:
         self.sample_rate = sample_rate
         self._joiner = SegmentJoiner(round(crossfade_ms * sample_rate / 1000))
+        self._silence = 0  # samples of pause added so far (the joiner does not count them)
+        self.last_start = 0
 
     def push(self, samples: np.ndarray, pause_after_ms: int) -> np.ndarray:
         """One more segment; the audio that is final now."""
         ready = self._joiner.push(samples)
+        self.last_start = self._joiner.last_start + self._silence
         if not pause_after_ms:
             return ready
         silence = np.zeros(round(pause_after_ms * self.sample_rate / 1000), dtype=np.float32)
+        self._silence += len(silence)
         return np.concatenate([ready, self._joiner.flush(), silence])
 
     def flush(self) -> np.ndarray:
         return self._joiner.flush()
 
 
+class Timeline:
+    """Where each segment of one file landed, gathered while the file's audio is assembled (its parts one after
+    another), for the file's captions."""
+
+    def __init__(self, sample_rate: int) -> None:
+        self.sample_rate = sample_rate
+        self.placed: list[tuple[JobSegment, int]] = []
+        self.length = 0  # samples of the parts assembled so far
+
+
 def part_audio(
-    store: JobStore, job_id: str, segments: list[JobSegment], sample_rate: int, crossfade_ms: float
-) -> Iterator[np.ndarray]:
-    """The joined audio of `segments` (all done), chunk by chunk."""
+    store: JobStore, job_id: str, segments: list[JobSegment], sample_rate: int, crossfade_ms: float,
+    timeline: Timeline | None = None,
+) -> Iterator[np.ndarray]:  # fmt: skip
+    """The joined audio of `segments` (all done), chunk by chunk; placed on `timeline` after what it holds."""
     assembler = Assembler(sample_rate, crossfade_ms)
+    base = timeline.length if timeline is not None else 0
+    emitted = 0
     for segment in segments:
         ready = assembler.push(store.read_segment(job_id, segment), segment.pause_after_ms)
+        if timeline is not None:
+            timeline.placed.append((segment, base + assembler.last_start))
+        emitted += len(ready)
         if len(ready):
             yield ready
-    yield assembler.flush()
+    tail = assembler.flush()
+    if timeline is not None:
+        timeline.length = base + emitted + len(tail)
+    yield tail
+
+
+def word_places(alignment: Alignment | None) -> tuple[tuple[int, int, int, int], ...]:
+    """What a segment stores of its alignment for captions: each word's characters and samples."""
+    if alignment is None:
+        return ()
+    return tuple(
+        (word.char_start, word.char_end, int(alignment.starts[word.first]), int(alignment.ends[word.last - 1]))
+        for word in alignment.words
+    )
+
+
+def caption_paths(audio_path: Path) -> dict[str, Path]:
+    return {fmt: audio_path.with_suffix(f".{fmt}") for fmt in ("srt", "vtt")}
+
+
+def write_captions(audio_path: Path, timeline: Timeline) -> None:
+    """SRT and WebVTT captions of the file at `audio_path`, beside it; none when no segment has words (an
+    engine that cannot align them)."""
+    text, words, offset, end = "", [], 0, 0
+    rate = timeline.sample_rate
+    for segment, start in timeline.placed:
+        for char_start, char_end, first, last in segment.words:
+            begin = max(start + first, end)  # a crossfade may overlap the segment before: keep words in order
+            end = max(start + last, begin)
+            words.append(WordTiming(segment.text[char_start:char_end], begin / rate, end / rate,
+                                    offset + char_start, offset + char_end))  # fmt: skip
+        text += segment.text + " "
+        offset = len(text)
+    if not words:
+        return
+    cues = caption_cues(text, words, timeline.length / rate, CAPTION_MAX_CHARS)
+    for fmt, path in caption_paths(audio_path).items():
+        staging = path.with_name(f".{path.name}.partial")
+        staging.write_text(render(cues, fmt), encoding="utf-8")
+        staging.replace(path)
 
 
 def write_audio_file(

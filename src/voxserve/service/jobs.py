@@ -46,7 +46,17 @@ from voxserve.obs.trace import RequestTrace
 from voxserve.process import lower_thread_priority, prestarted_pool
 from voxserve.scheduler.pool import Priority, Scheduler
 from voxserve.service.conversion import Upload
-from voxserve.service.job_audio import Assembler, part_audio, part_segments, write_audio_file, write_zip
+from voxserve.service.job_audio import (
+    Assembler,
+    Timeline,
+    caption_paths,
+    part_audio,
+    part_segments,
+    word_places,
+    write_audio_file,
+    write_captions,
+    write_zip,
+)
 from voxserve.service.voices import VoiceRegistry
 from voxserve.storage.jobs import SAMPLE_BYTES, Job, JobPart, JobSegment, JobStore, new_job_id
 from voxserve.types import SPOKEN_S_PER_CHAR, AudioChunk, Caller, SynthesisParams, VoiceInfo
@@ -497,7 +507,7 @@ class JobService:
         engine = self.registry.engine(speaker.voice)
         params = SynthesisParams(
             text=segment.text, voice=speaker.voice, speed=speaker.speed, noise_scale=self.options.noise_scale,
-            noise_w=self.options.noise_w,
+            noise_w=self.options.noise_w, timestamps=self.registry.engine(speaker.voice).supports_timestamps,
         )  # fmt: skip
         prepared = await self._in_background(engine.prepare, params)
         # Jobs of one key share its background lane by progress (due = segment number); keys share by fair share.
@@ -510,15 +520,16 @@ class JobService:
         self, job: Job, segment: JobSegment, future: Future[SegmentAudio], speakers: list[_Speaker]
     ) -> None:  # fmt: skip
         try:
-            samples = (await asyncio.wrap_future(future)).samples
+            audio = await asyncio.wrap_future(future)
         except VoxError as exc:
             logger.warning("job %s: segment %d failed: %s", job.id, segment.index, exc.message)
             raise EngineError(f"segment {segment.index} could not be made ({exc.code})") from exc
         sample_rate = speakers[segment.part].voice.sample_rate
-        size = len(samples) * SAMPLE_BYTES
+        size = len(audio.samples) * SAMPLE_BYTES
         if self._disk_used + size > self.options.disk_bytes:
             raise DiskBudgetError("jobs passed their disk budget (jobs_disk_bytes) while this job rendered")
-        await self._in_background(self.store.save_segment, job.id, segment, samples, sample_rate)
+        words = word_places(audio.alignment)
+        await self._in_background(self.store.save_segment, job.id, segment, audio.samples, sample_rate, words)
         self._disk_used += size
         self.metrics.job_segments.inc()
         self._changed()
@@ -547,20 +558,29 @@ class JobService:
         if job.kind == "batch":
             for part in parts:
                 rate = int(part.request["sample_rate"])  # type: ignore[call-overload]
-                audio = part_audio(self.store, job_id, part_segments(segments, part), rate, crossfade)
+                timeline = Timeline(rate)
+                audio = part_audio(self.store, job_id, part_segments(segments, part), rate, crossfade, timeline)
                 fmt = str(part.request.get("response_format", job.request["response_format"]))
                 write_audio_file(self.result_path(job, part), fmt, rate, [(part.name, audio)], part.name)
-            return sum(self.result_path(job, part).stat().st_size for part in parts)
+                write_captions(self.result_path(job, part), timeline)
+            return sum(self._result_bytes(self.result_path(job, part)) for part in parts)
+        timeline = Timeline(job.sample_rate)
         chapters = [
             (part.name or f"Chapter {part.index + 1}",
-             part_audio(self.store, job_id, part_segments(segments, part), job.sample_rate, crossfade))
+             part_audio(self.store, job_id, part_segments(segments, part), job.sample_rate, crossfade, timeline))
             for part in parts
         ]  # fmt: skip
         write_audio_file(
             self.result_path(job), str(job.request["response_format"]), job.sample_rate, chapters,
             str(job.request.get("title", "")),
         )  # fmt: skip
-        return self.result_path(job).stat().st_size
+        write_captions(self.result_path(job), timeline)
+        return self._result_bytes(self.result_path(job))
+
+    @staticmethod
+    def _result_bytes(path: Path) -> int:
+        """An audio file and the captions beside it."""
+        return sum(file.stat().st_size for file in (path, *caption_paths(path).values()) if file.exists())
 
     def items_zip(self, job: Job) -> Path:
         """Every item's file in one ZIP (made on first request, then kept with the job)."""

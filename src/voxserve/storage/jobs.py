@@ -57,9 +57,12 @@ SCHEMA = (
         pause_after_ms INTEGER NOT NULL,
         samples INTEGER,
         sha256 TEXT,
+        words TEXT,
         PRIMARY KEY (job_id, segment)
     )""",
 )
+# Columns added after a table first shipped: (table, column, type), added to a database that lacks them.
+ADDED_COLUMNS = (("job_segments", "words", "TEXT"),)
 JOB_STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 FINISHED = frozenset({"completed", "failed", "cancelled"})
 JOB_COLUMNS = (
@@ -106,7 +109,8 @@ class JobPart:
 
 @dataclass(frozen=True, slots=True)
 class JobSegment:
-    """The unit a worker synthesizes; `samples` and `sha256` are set once its audio is on disk."""
+    """The unit a worker synthesizes; `samples` and `sha256` are set once its audio is on disk, and `words` (each
+    word's characters in `text` and samples in the audio: start, end, first, last) with it."""
 
     index: int
     part: int
@@ -114,6 +118,7 @@ class JobSegment:
     pause_after_ms: int
     samples: int | None = None
     sha256: str | None = None
+    words: tuple[tuple[int, int, int, int], ...] = ()
 
     @property
     def done(self) -> bool:
@@ -132,6 +137,9 @@ class JobStore:
         self._db.execute("PRAGMA foreign_keys=ON")
         for statement in SCHEMA:
             self._db.execute(statement)
+        for table, column, kind in ADDED_COLUMNS:
+            if column not in {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         self._lock = threading.Lock()
         self._remove_orphans()
 
@@ -241,14 +249,18 @@ class JobStore:
     def segments(self, job_id: str) -> list[JobSegment]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT segment, part, text, pause_after_ms, samples, sha256 FROM job_segments WHERE job_id = ? "
-                "ORDER BY segment",
+                "SELECT segment, part, text, pause_after_ms, samples, sha256, words FROM job_segments "
+                "WHERE job_id = ? ORDER BY segment",
                 (job_id,),
             ).fetchall()
-        return [JobSegment(*row) for row in rows]
+        return [JobSegment(*row[:6], words=_words(row[6])) for row in rows]
 
-    def save_segment(self, job_id: str, segment: JobSegment, samples: np.ndarray, sample_rate: int) -> JobSegment:
-        """Write a segment's audio (as 16-bit PCM), durably, then mark it done and count it in the job's progress."""
+    def save_segment(
+        self, job_id: str, segment: JobSegment, samples: np.ndarray, sample_rate: int,
+        words: tuple[tuple[int, int, int, int], ...] = (),
+    ) -> JobSegment:  # fmt: skip
+        """Write a segment's audio (as 16-bit PCM), durably, then mark it done (with its words' places, for
+        captions) and count it in the job's progress."""
         data = to_pcm16(samples)
         frames = len(data) // SAMPLE_BYTES
         path = self.segment_path(job_id, segment.index)
@@ -261,8 +273,9 @@ class JobStore:
         digest = hashlib.sha256(data).hexdigest()
         with self._transaction() as db:
             updated = db.execute(
-                "UPDATE job_segments SET samples = ?, sha256 = ? WHERE job_id = ? AND segment = ? AND samples IS NULL",
-                (frames, digest, job_id, segment.index),
+                "UPDATE job_segments SET samples = ?, sha256 = ?, words = ? WHERE job_id = ? AND segment = ? "
+                "AND samples IS NULL",
+                (frames, digest, json.dumps(words), job_id, segment.index),
             ).rowcount
             if updated:
                 db.execute(
@@ -270,7 +283,7 @@ class JobStore:
                     "audio_s = audio_s + ?, sample_rate = ? WHERE id = ?",
                     (len(segment.text), frames / sample_rate, sample_rate, job_id),
                 )
-        return JobSegment(segment.index, segment.part, segment.text, segment.pause_after_ms, frames, digest)
+        return JobSegment(segment.index, segment.part, segment.text, segment.pause_after_ms, frames, digest, words)
 
     def verify_segment(self, job_id: str, segment: JobSegment) -> bool:
         """Whether a done segment's file is whole (its length and SHA-256 as recorded)."""
@@ -284,7 +297,7 @@ class JobStore:
         """Mark a damaged segment not done, so it is made again."""
         with self._transaction() as db:
             updated = db.execute(
-                "UPDATE job_segments SET samples = NULL, sha256 = NULL WHERE job_id = ? AND segment = ? "
+                "UPDATE job_segments SET samples = NULL, sha256 = NULL, words = NULL WHERE job_id = ? AND segment = ? "
                 "AND samples IS NOT NULL",
                 (job_id, segment.index),
             ).rowcount
@@ -354,3 +367,7 @@ def _job(row: tuple[object, ...]) -> Job:
 
 def new_job_id() -> str:
     return f"job_{secrets.token_hex(8)}"
+
+
+def _words(stored: str | None) -> tuple[tuple[int, int, int, int], ...]:
+    return tuple(tuple(word) for word in json.loads(stored)) if stored else ()  # type: ignore[misc]

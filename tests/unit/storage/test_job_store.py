@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import time
 from pathlib import Path
 
@@ -65,3 +67,21 @@ def test_delete_removes_rows_and_files_and_orphans_go_at_the_next_start(tmp_path
     reopened = JobStore(tmp_path)
     assert not orphan.exists()
     assert reopened.job_dir(kept.id).exists()
+
+
+def test_a_segments_word_places_are_kept_and_an_older_database_gains_their_column(tmp_path: Path) -> None:
+    with contextlib.closing(sqlite3.connect(tmp_path / "voxserve.sqlite3")) as db:  # as the first release made it
+        db.execute("CREATE TABLE job_segments (job_id TEXT NOT NULL, segment INTEGER NOT NULL, part INTEGER NOT NULL, "
+                   "text TEXT NOT NULL, pause_after_ms INTEGER NOT NULL, samples INTEGER, sha256 TEXT, "
+                   "PRIMARY KEY (job_id, segment))")  # fmt: skip
+    store = JobStore(tmp_path)
+    job = make_job(store)
+    first, second = store.segments(job.id)[:2]
+    words = ((0, 3, 0, 40), (4, 5, 40, 100))
+    store.save_segment(job.id, first, np.zeros(100, dtype=np.float32), 1000, words)
+    store.save_segment(job.id, second, np.zeros(100, dtype=np.float32), 1000)
+    reread = {segment.index: segment for segment in JobStore(tmp_path).segments(job.id)}
+    assert reread[first.index].words == words
+    assert reread[second.index].words == ()
+    store.reset_segment(job.id, reread[first.index], 1000)
+    assert store.segments(job.id)[0].words == ()
