@@ -45,8 +45,10 @@ def lower_thread_priority(niceness: int) -> None:
     speech is idle. Raising niceness needs no privilege; elsewhere, or at 0, nothing changes."""
     if niceness <= 0 or sys.platform != "linux":
         return  # on other systems PRIO_PROCESS with a thread id would name some other process
+    thread = threading.get_native_id()
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+        # Relative to where the thread is: a server started under `nice` keeps its workers below itself.
+        os.setpriority(os.PRIO_PROCESS, thread, min(os.getpriority(os.PRIO_PROCESS, thread) + niceness, 19))
     except OSError as exc:
         logger.warning("could not lower the priority of thread %s: %s", threading.current_thread().name, exc)
 

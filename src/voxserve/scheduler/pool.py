@@ -24,6 +24,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from contextlib import suppress
 from dataclasses import dataclass
@@ -73,10 +74,11 @@ class Reservation:
     leave the queue at once, and room not used yet is given back. Close it however the request ends; `with` does
     that."""
 
-    def __init__(self, queue: SegmentQueue, segments: int) -> None:
+    def __init__(self, queue: SegmentQueue, segments: int, on_withdrawn: Callable[[], None]) -> None:
         self._queue = queue
         self._held = segments
-        self._futures: list[Future[SegmentAudio]] = []
+        self._jobs: list[Job] = []
+        self._on_withdrawn = on_withdrawn  # counts a segment taken out of the queue unrun
         self._closed = False
         self._lock = threading.Lock()
 
@@ -87,11 +89,13 @@ class Reservation:
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            futures, self._futures = self._futures, []
+            jobs, self._jobs = self._jobs, []
             self._queue.release(self._held)
             self._held = 0
-        for future in futures:
-            future.cancel()
+        for job in jobs:
+            # Out of the queue now, not once a worker reaches it (long after a hang-up, under load).
+            if job.future.cancel() and self._queue.withdraw(job):
+                self._on_withdrawn()
 
     def __enter__(self) -> Reservation:
         return self
@@ -106,7 +110,7 @@ class Reservation:
             if self._closed:
                 job.future.cancel()
                 return
-            self._futures.append(job.future)
+            self._jobs.append(job)
             reserved = self._held > 0
             self._held -= reserved
             self._queue.put(job, due, reserved=reserved)
@@ -163,7 +167,7 @@ class Scheduler:
             occupied = self._queue.occupancy()
             retry_after_s = max(1, math.ceil(occupied * self._service_s / self.workers))
             raise QueueFullError(f"server is at capacity ({occupied} segments queued); retry later", retry_after_s)
-        return Reservation(self._queue, segments)
+        return Reservation(self._queue, segments, self._metrics.cancelled_segments.inc)
 
     def submit(
         self,
@@ -184,17 +188,11 @@ class Scheduler:
         reservation cancels it; once closed, the future comes back cancelled and nothing is queued."""
         future: Future[SegmentAudio] = Future()
         job = Job(engine, segment, trace, future, deadline, priority, tenant)
-        future.add_done_callback(lambda done: self._withdraw_if_cancelled(done, job))
         if reservation is None:
             self._queue.put(job, due)
         else:
             reservation._put(job, due)
         return future
-
-    def _withdraw_if_cancelled(self, future: Future[SegmentAudio], job: Job) -> None:
-        """Whoever cancels a queued segment (a client leaving, a job ending) frees its queue room at once."""
-        if future.cancelled() and self._queue.withdraw(job):
-            self._metrics.cancelled_segments.inc()
 
     def close(self) -> None:
         """Stop the workers after the work already queued."""

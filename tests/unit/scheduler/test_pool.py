@@ -280,14 +280,17 @@ def test_closing_a_reservation_cancels_its_queued_segments_and_refuses_more(
     assert count(metrics, "voxserve_segments_cancelled_total") == 2
 
 
-def test_a_cancelled_segment_leaves_the_queue_before_any_worker_reaches_it(
+def test_a_hung_up_requests_segments_leave_the_queue_before_any_worker_reaches_them(
     scheduler: Scheduler, metrics: Metrics
 ) -> None:
     engine = FakeEngine()
     blocker = held(scheduler, engine)
-    first, second = (submit(scheduler, engine, f"queued {n}", due=float(n)) for n in range(2))
+    first = submit(scheduler, engine, "queued 0")
+    reservation = scheduler.admit(1)
+    gone = submit(scheduler, engine, "queued 1", due=1.0, reservation=reservation)
     assert scheduler.queue_depth() == 2
-    assert second.cancel()
+    reservation.close()
+    assert gone.cancelled()
     assert scheduler.queue_depth() == 1
     assert scheduler.pending_audio_s() == pytest.approx(len("queued 0") * SPOKEN_S_PER_CHAR)
     engine.gate.set()
