@@ -138,7 +138,10 @@ def response_problem(response: Response) -> str | None:
 
 
 def unauthorized_problem(response: Response) -> str | None:
-    if response.status_code != 401:
+    """401, except for a body past the route's limit: the guard refuses that (413) before any key is read, so
+    an oversized body costs the server nothing whoever sends it."""
+    too_large = response.status_code == 413 and response.json().get("error", {}).get("code") == "request_too_large"
+    if response.status_code != 401 and not too_large:
         return "not 401"
     return openai_error_problem(response)
 

@@ -169,6 +169,18 @@ class EspeakEngine:
         voice = self._voices.get(VOICE_PREFIX + "en-us") or next(iter(self._voices.values()))
         self._synthesize(SynthesisParams(text="Warm up.", voice=voice))
 
+    def runtime_info(self) -> dict[str, object]:
+        return {"runtime": "libespeak-ng", "voices": len(self._voices), "concurrency": "one call at a time"}
+
+    def start_profiling(self, directory: Path) -> None:
+        """libespeak-ng has no profiler; its calls still appear as model spans in a capture."""
+
+    def stop_profiling(self) -> list[EngineProfile]:
+        return []
+
+    def release_memory(self) -> None:
+        """libespeak-ng keeps no pool of its own."""
+
 
 def _align(text: str, events: Sequence[_Event], total: int) -> Alignment:
     """espeak-ng's events as an alignment: each phoneme lasts from its event to the next one (or the end); a
@@ -216,15 +228,3 @@ def _whole_words(text: str, words: list[WordSpan]) -> tuple[WordSpan, ...]:
         else:
             merged.append(WordSpan(start, end, word.first, word.last))
     return tuple(merged)
-
-    def runtime_info(self) -> dict[str, object]:
-        return {"runtime": "libespeak-ng", "voices": len(self._voices), "concurrency": "one call at a time"}
-
-    def start_profiling(self, directory: Path) -> None:
-        """libespeak-ng has no profiler; its calls still appear as model spans in a capture."""
-
-    def stop_profiling(self) -> list[EngineProfile]:
-        return []
-
-    def release_memory(self) -> None:
-        """libespeak-ng keeps no pool of its own."""
