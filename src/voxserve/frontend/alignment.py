@@ -14,11 +14,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 
-from voxserve.frontend.visemes import UNITS
+from voxserve.frontend.visemes import VISEMES
 
 STRESS = "ˈˌ"
 _TOKEN = re.compile(r"\S+")
 # Punctuation around a word is not part of it ("(Hello," -> "Hello"); symbols that are spoken ("$5", "50%") are.
+_PAIRS = frozenset(unit for unit in VISEMES if len(unit) == 2)  # diphthongs and affricates: one sound each
 _EDGE_PUNCTUATION = "\"'“”‘’«»()[]{}<>.,;:!?…-–—/\\*_`"
 
 
@@ -97,7 +98,8 @@ def phoneme_units(phonemes: str) -> list[tuple[int, int, bool]]:
         while index < len(phonemes) and phonemes[index] in STRESS:
             index += 1
         if index < len(phonemes) and is_sound(phonemes[index]):
-            unit = next((u for u in UNITS if phonemes.startswith(u, index) and len(u) > 1), phonemes[index])
+            pair = phonemes[index : index + 2]
+            unit = pair if pair in _PAIRS else phonemes[index]
             index = _with_marks(phonemes, index + len(unit) - 1)
             units.append((start, index, True))
             continue

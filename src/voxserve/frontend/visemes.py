@@ -6,7 +6,7 @@ from __future__ import annotations
 
 SILENCE = 0
 
-# Longest units first: diphthongs and affricates are one mouth movement.
+# Diphthongs and affricates (two symbols) are one mouth movement each.
 VISEMES: dict[str, int] = {
     # diphthongs and affricates
     "aɪ": 11, "aʊ": 9, "ɔɪ": 10, "eɪ": 4, "oʊ": 8, "əʊ": 8, "ɪə": 6, "eə": 4, "ʊə": 4, "tʃ": 16, "dʒ": 16,
@@ -25,7 +25,6 @@ VISEMES: dict[str, int] = {
     "t": 19, "d": 19, "n": 19, "ɾ": 19, "ʔ": 19, "ɲ": 19, "c": 20, "ɟ": 20, "k": 20, "g": 20, "ɡ": 20,
     "ŋ": 20, "q": 20, "ɴ": 20, "p": 21, "b": 21, "m": 21, "ɱ": 18,
 }  # fmt: skip
-UNITS = sorted(VISEMES, key=len, reverse=True)
 _VOWELS = frozenset("aeiouyæøœɐɑɒɔəɘɚɛɜɝɞɤɨɪɯɵʉʊʌʏᵻ")
 
 

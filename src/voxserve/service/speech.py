@@ -258,7 +258,9 @@ class SpeechService:
             deadline=trace.started_at + options.request_timeout_s,
         )
         segments = [self._params(text, voice, job) for text in texts]
-        timing = TimestampBuilder(job.text, text, voice.sample_rate) if timed else None
+        timing = (
+            TimestampBuilder(job.text, text, voice.sample_rate, phonemes=job.timestamps == "phoneme") if timed else None
+        )
         audio = _SpeechAudio(voice, engine, trace, segments, plan, custom, job.caller.tenant, timing)
         headers["X-Voxserve-Cache"] = "bypass" if key is None else "miss"
         return AudioResponse(

@@ -107,10 +107,11 @@ def _positions(original: str, normalized: str) -> list[int]:
 class TimestampBuilder:
     """Turns each segment's durations into timings on the response's timeline, segment by segment in order."""
 
-    def __init__(self, original: str, normalized: str, sample_rate: int) -> None:
+    def __init__(self, original: str, normalized: str, sample_rate: int, *, phonemes: bool = True) -> None:
         self._input = InputMap(original, normalized)
         self._original = original
         self._rate = sample_rate
+        self._phonemes = phonemes  # the phoneme track too, not only the words
         self._floor = 0  # where the previous segment's timings ended, in samples
 
     def segment(self, prepared: PreparedSegment, audio: SegmentAudio, start: int) -> Timestamps:
@@ -128,7 +129,7 @@ class TimestampBuilder:
         def at(sample: int) -> int:
             return min(max(start + sample, begin), self._floor)
 
-        units = phoneme_units(alignment.phonemes)
+        units = phoneme_units(alignment.phonemes) if self._phonemes else []
         phonemes: list[PhonemeTiming] = []
         cursor = begin
         lead = at(int(starts[units[0][0]])) if units else begin
