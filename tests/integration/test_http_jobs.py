@@ -127,6 +127,8 @@ def test_a_killed_job_resumes_by_itself_into_the_same_file(tmp_path: Path) -> No
                 for name, name_id, fmt in (("resumed", job_id, "vtt"), ("again", again["id"], "vtt"),
                                            ("srt", job_id, "srt"))
             }  # fmt: skip
+            chapters = [client.get(f"{JOBS}/{job_id}/captions", params={"caption_format": "srt", "chapter": number})
+                        for number in (1, 2, 3)]  # fmt: skip
     finally:
         server.stop()
     # Only the segments not yet on disk at the kill were made again.
@@ -145,6 +147,13 @@ def test_a_killed_job_resumes_by_itself_into_the_same_file(tmp_path: Path) -> No
     assert cues[-1].end.total_seconds() == pytest.approx(len(samples) / rate, abs=0.002)
     vtt = webvtt.from_buffer(io.StringIO(captions["resumed"].text)).captions
     assert [caption.text for caption in vtt] == [cue.content for cue in cues]
+    # Each chapter's captions on their own, timed from the chapter's start.
+    assert [response.status_code for response in chapters] == [200, 200, 404]
+    first, second = (list(srt.parse(response.text)) for response in chapters[:2])
+    assert [cue.content for cue in [*first, *second]] == [cue.content for cue in cues]
+    offset = cues[len(first)].start - second[0].start
+    assert offset.total_seconds() > CHAPTER_PAUSE_S
+    assert all(a.start - b.start == offset for a, b in zip(cues[len(first) :], second, strict=True))
 
 
 def test_an_m4b_book_has_aac_audio_and_its_chapter_marks(tmp_path: Path) -> None:

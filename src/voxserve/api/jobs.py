@@ -22,7 +22,7 @@ from voxserve.errors import ConflictError, InvalidRequestError, NotFoundError
 from voxserve.obs.trace import RequestTrace
 from voxserve.service.access import Principal
 from voxserve.service.captions import CAPTION_FORMATS
-from voxserve.service.job_audio import caption_paths
+from voxserve.service.job_audio import caption_paths, chapter_captions
 from voxserve.service.jobs import JobService, Progress
 from voxserve.service.limits import Lease
 from voxserve.service.response import AudioResponse
@@ -154,12 +154,17 @@ async def item_audio(
 @router.get("/v1/audio/jobs/{job_id}/captions", response_model=None)
 async def job_captions(
     job_id: str, principal: Principal = Depends(require("speech")), jobs: JobService = Depends(get_jobs),
-    caption_format: CaptionFileFormat = "vtt", item: str | None = None,
+    caption_format: CaptionFileFormat = "vtt", item: str | None = None, chapter: int | None = None,
 ) -> Response:  # fmt: skip
-    """A completed job's captions (SRT or WebVTT), timed in its file: a book's, or with `item` a batch item's."""
+    """A completed job's captions (SRT or WebVTT), timed in its file: a book's, with `chapter` (from 1) one chapter's
+    timed from its start, or with `item` a batch item's."""
     job = (await asyncio.to_thread(jobs.get, job_id, principal.caller)).job
     part = None
-    if item is not None or job.kind == "batch":
+    if chapter is not None:
+        parts = await asyncio.to_thread(jobs.parts, job)
+        if job.kind != "speech" or not 1 <= chapter <= len(parts):
+            raise NotFoundError(f"job {job_id} has no chapter {chapter}", param="chapter", code="chapter_not_found")
+    elif item is not None or job.kind == "batch":
         parts = await asyncio.to_thread(jobs.parts, job)
         part = next((part for part in parts if job.kind == "batch" and part.name == item), None)
         if part is None:
@@ -167,10 +172,11 @@ async def job_captions(
     if job.status != "completed":
         raise ConflictError(f"captions are written once the job completes; it is {job.status}",
                             code="job_not_completed")  # fmt: skip
-    path = caption_paths(jobs.result_path(job, part))[caption_format]
+    audio = jobs.result_path(job, part) if chapter is None else chapter_captions(jobs.store.job_dir(job.id), chapter)
+    path = caption_paths(audio)[caption_format]
     if not path.is_file():
         raise NotFoundError(f"job {job_id} has no captions (its voice gives no timings)", code="captions_not_found")
-    name = f"{job.id if part is None else part.name}.{caption_format}"
+    name = f"{job.id if part is None else part.name}{'' if chapter is None else f'-chapter-{chapter}'}.{caption_format}"
     return FileResponse(path, media_type=CAPTION_FORMATS[caption_format], filename=name)
 
 

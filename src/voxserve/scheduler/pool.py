@@ -194,6 +194,12 @@ class Scheduler:
             reservation._put(job, due)
         return future
 
+    def cancel(self, future: Future[SegmentAudio]) -> None:
+        """Cancel a segment submitted without a reservation; one still queued leaves the queue now."""
+        job = self._queue.queued_job(future)
+        if future.cancel() and job is not None and self._queue.withdraw(job):
+            self._metrics.cancelled_segments.inc()
+
     def close(self) -> None:
         """Stop the workers after the work already queued."""
         with self._busy_changed:

@@ -154,6 +154,12 @@ class SegmentQueue:
             self._forget(job)
             return job
 
+    def queued_job(self, future: Future[SegmentAudio]) -> Job | None:
+        """The queued job whose future is `future`, if it is still queued."""
+        with self._ready:
+            return next((entry[3] for lane in self._lanes.values() for entry in lane if entry[3].future is future),
+                        None)  # fmt: skip
+
     def withdraw(self, job: Job) -> bool:
         """Take `job` out of the queue if it is still there (its request is gone): its room is free for new
         requests now, not only once a worker would have reached it, which under load can be long after a hang-up.

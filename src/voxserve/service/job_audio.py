@@ -56,6 +56,15 @@ class Timeline:
         self.sample_rate = sample_rate
         self.placed: list[tuple[JobSegment, int]] = []
         self.length = 0  # samples of the parts assembled so far
+        self.parts: list[tuple[int, int]] = []  # each part's first and end sample
+
+    def part(self, number: int) -> Timeline:
+        """The `number`th part assembled (from 0), on a timeline of its own."""
+        start, end = self.parts[number]
+        part = Timeline(self.sample_rate)
+        part.placed = [(segment, at - start) for segment, at in self.placed if start <= at < end]
+        part.length = end - start
+        return part
 
 
 def part_audio(
@@ -76,6 +85,7 @@ def part_audio(
     tail = assembler.flush()
     if timeline is not None:
         timeline.length = base + emitted + len(tail)
+        timeline.parts.append((base, timeline.length))
     yield tail
 
 
@@ -90,12 +100,18 @@ def word_places(alignment: Alignment | None) -> tuple[tuple[int, int, int, int],
 
 
 def caption_paths(audio_path: Path) -> dict[str, Path]:
+    """Where the captions of a file (or, for a path without a suffix, of a chapter) are."""
     return {fmt: audio_path.with_suffix(f".{fmt}") for fmt in ("srt", "vtt")}
 
 
+def chapter_captions(job_dir: Path, number: int) -> Path:
+    """The name a book's chapter `number` (from 1) gives its captions, timed from the chapter's start."""
+    return job_dir / f"chapter-{number:04d}"
+
+
 def write_captions(audio_path: Path, timeline: Timeline) -> None:
-    """SRT and WebVTT captions of the file at `audio_path`, beside it; none when no segment has words (an
-    engine that cannot align them)."""
+    """SRT and WebVTT captions of `timeline` beside `audio_path`; none when no segment has words (an engine that
+    cannot align them)."""
     text, words, offset, end = "", [], 0, 0
     rate = timeline.sample_rate
     for segment, start in timeline.placed:

@@ -50,6 +50,7 @@ from voxserve.service.job_audio import (
     Assembler,
     Timeline,
     caption_paths,
+    chapter_captions,
     part_audio,
     part_segments,
     word_places,
@@ -478,7 +479,7 @@ class JobService:
                 await self._finish(job, *in_flight.popleft(), speakers)
         finally:
             for _, future in in_flight:
-                future.cancel()
+                self.scheduler.cancel(future)
         self._disk_used += await self._in_background(self._assemble, job.id)
         await self._end(job, "completed")
 
@@ -576,11 +577,14 @@ class JobService:
             str(job.request.get("title", "")),
         )  # fmt: skip
         write_captions(self.result_path(job), timeline)
-        return self._result_bytes(self.result_path(job))
+        chapters = [chapter_captions(self.store.job_dir(job_id), number) for number in range(1, len(parts) + 1)]
+        for number, chapter in enumerate(chapters):
+            write_captions(chapter, timeline.part(number))
+        return self._result_bytes(self.result_path(job)) + sum(map(self._result_bytes, chapters))
 
     @staticmethod
     def _result_bytes(path: Path) -> int:
-        """An audio file and the captions beside it."""
+        """An audio file (or a chapter, which has no file of its own) and the captions beside it."""
         return sum(file.stat().st_size for file in (path, *caption_paths(path).values()) if file.exists())
 
     def items_zip(self, job: Job) -> Path:

@@ -225,7 +225,8 @@ async def test_interactive_speech_overtakes_a_rendering_job_which_can_be_cancell
         speech = AsgiCall(client._transport.app, "/v1/audio/speech",  # type: ignore[attr-defined]
                           {"input": "Urgent.", "voice": "fake", "response_format": "wav"})  # fmt: skip
         async with asyncio.timeout(READY_WAIT_S):
-            while services.speech.scheduler.queue_depth() < 2:  # the job's next segment and the request's
+            # The job keeps four segments per worker in flight (one running, three queued); then the request's.
+            while services.speech.scheduler.queue_depth() < 4:
                 await asyncio.sleep(0.01)
         engine.gate.set()
         await speech.finished()
