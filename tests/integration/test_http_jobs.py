@@ -153,7 +153,9 @@ def test_a_killed_job_resumes_by_itself_into_the_same_file(tmp_path: Path) -> No
     assert [cue.content for cue in [*first, *second]] == [cue.content for cue in cues]
     offset = cues[len(first)].start - second[0].start
     assert offset.total_seconds() > CHAPTER_PAUSE_S
-    assert all(a.start - b.start == offset for a, b in zip(cues[len(first) :], second, strict=True))
+    # Each file's times are rounded to the millisecond on their own: the same offset, within one.
+    assert all(abs((a.start - b.start - offset).total_seconds()) <= 0.001
+               for a, b in zip(cues[len(first) :], second, strict=True))  # fmt: skip
 
 
 def test_an_m4b_book_has_aac_audio_and_its_chapter_marks(tmp_path: Path) -> None:
