@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     audio_cache_bytes: int = Field(64 * 2**20, ge=0)
     audio_cache_dir: Path | None = None
     audio_cache_disk_bytes: int = Field(2**30, ge=0)
+    audio_cache_captions: bool = Field(
+        True, description="Cached results keep their word timings, so their captions can be fetched later."
+    )
 
     noise_scale: float | None = Field(None, ge=0.0, description="Override every Piper voice's noise scale.")
     noise_w: float | None = Field(None, ge=0.0, description="Override every Piper voice's duration noise.")

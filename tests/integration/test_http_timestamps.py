@@ -7,6 +7,7 @@ import base64
 import io
 import itertools
 import json
+import time
 
 import httpx
 import pytest
@@ -90,3 +91,27 @@ def test_captions_parse_and_cover_the_audio_they_come_with(http: httpx.Client) -
     cues = list(srt.parse(payload["captions"]))
     assert cues[-1].end.total_seconds() == pytest.approx(len(samples) / rate, abs=0.002)
     assert [cue.content for cue in cues] == [caption.text for caption in captions]
+
+
+def test_a_cached_results_captions_are_those_of_its_audio(http_cached: httpx.Client) -> None:
+    text = f"{TEXT} Cached at {time.time_ns()}."  # a result no other test made
+    made = http_cached.post("/v1/audio/speech", json={"input": text, "voice": VOICE, "response_format": "wav"})
+    assert made.status_code == 200, made.text
+    assert made.headers["X-Voxserve-Cache"] == "miss"
+    result = made.headers["X-Voxserve-Result"]
+    samples, rate = decode(made.content)
+    vtt = http_cached.get(f"/v1/audio/captions/{result}", params={"caption_max_chars": 32})
+    assert vtt.status_code == 200, vtt.text
+    captions = webvtt.from_buffer(io.StringIO(vtt.text)).captions
+    assert " ".join(caption.text for caption in captions).split() == text.split()
+    assert all(len(caption.text) <= 32 for caption in captions)
+    hours, minutes, seconds = captions[-1].end.split(":")
+    assert int(hours) * 3600 + int(minutes) * 60 + float(seconds) == pytest.approx(len(samples) / rate, abs=0.002)
+    again = http_cached.post("/v1/audio/speech", json={"input": text, "voice": VOICE, "response_format": "wav"})
+    assert (again.headers["X-Voxserve-Cache"], again.headers["X-Voxserve-Result"]) == ("hit", result)
+    cues = list(srt.parse(http_cached.get(f"/v1/audio/captions/{result}?caption_format=srt").text))
+    assert cues[-1].end.total_seconds() == pytest.approx(len(samples) / rate, abs=0.002)
+    for unknown in ("0" * 64, "not-a-result", "%2e%2e%2fetc%2fpasswd"):
+        missing = http_cached.get(f"/v1/audio/captions/{unknown}")
+        assert missing.status_code == 404
+        assert missing.json()["error"]["code"] in ("result_not_found", "not_found")

@@ -25,7 +25,8 @@ logger = logging.getLogger(__name__)
 IO_THREADS = available_cores() + 4  # what asyncio would grow its default executor to on its own
 UPLOAD_PATHS = frozenset({"/v1/audio/voices", "/v1/audio/conversions", "/v1/audio/jobs"})
 EXPOSED_HEADERS = [
-    "Server-Timing", "X-Request-Id", "X-Voxserve-Voice", "X-Voxserve-Sample-Rate", "X-Voxserve-Cache", "X-Voxserve-Job",
+    "Server-Timing", "X-Request-Id", "X-Voxserve-Voice", "X-Voxserve-Sample-Rate", "X-Voxserve-Cache",
+    "X-Voxserve-Result", "X-Voxserve-Job",
 ]  # fmt: skip
 
 

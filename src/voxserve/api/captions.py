@@ -1,21 +1,23 @@
 """`POST /v1/audio/captions`: the captions (SRT, WebVTT or JSON) of what a speech request says, timed by the
-model's own durations; with `include_audio`, the audio too."""
+model's own durations; with `include_audio`, the audio too. `GET /v1/audio/captions/{result}`: those of a cached
+speech result."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from dataclasses import replace
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from voxserve.api.access import metered, require
-from voxserve.api.protocol import CaptionRequest
+from voxserve.api.protocol import CaptionFormat, CaptionRequest
 from voxserve.api.state import get_speech, get_trace
 from voxserve.api.streaming import unless_disconnected
 from voxserve.obs.trace import RequestTrace
 from voxserve.service.access import Principal
-from voxserve.service.captions import CAPTION_FORMATS, caption_cues, render
+from voxserve.service.captions import CAPTION_FORMATS, CAPTION_MAX_CHARS, caption_cues, render
 from voxserve.service.limits import Lease
 from voxserve.service.speech import SpeechService
 from voxserve.service.timestamps import Timestamps
@@ -50,3 +52,16 @@ async def create_captions(
         "audio": base64.b64encode(data).decode(),
     }  # fmt: skip
     return JSONResponse(payload, headers=audio.headers())
+
+
+@router.get("/v1/audio/captions/{result}", response_model=None)
+async def cached_captions(
+    result: str,
+    principal: Principal = Depends(require("speech")),
+    speech: SpeechService = Depends(get_speech),
+    caption_format: CaptionFormat = "vtt",
+    caption_max_chars: int = Query(CAPTION_MAX_CHARS, ge=10, le=200),
+) -> Response:
+    """The captions of a speech response the audio cache holds; `result` is its `X-Voxserve-Result` header."""
+    captions = await asyncio.to_thread(speech.cached_captions, result, caption_format, caption_max_chars)
+    return Response(captions, media_type=CAPTION_FORMATS[caption_format])

@@ -56,10 +56,13 @@ class SpeechRequest(BaseModel):
         )
 
 
+CaptionFormat = Literal["srt", "vtt", "json"]
+
+
 class CaptionRequest(SpeechRequest):
     """`POST /v1/audio/captions`: a speech body, and how its captions are written."""
 
-    caption_format: Literal["srt", "vtt", "json"] = "vtt"
+    caption_format: CaptionFormat = "vtt"
     caption_max_chars: int = Field(CAPTION_MAX_CHARS, ge=10, le=200)
     include_audio: bool = False
 

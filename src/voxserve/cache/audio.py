@@ -6,12 +6,15 @@ import hashlib
 import json
 import logging
 import os
+import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from voxserve.cache.lru import CacheStats, LruCache
 
 logger = logging.getLogger(__name__)
+_KEY = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,11 +24,17 @@ class CachedAudio:
     voice_id: str
     sample_rate: int
     audio_s: float
+    timings: Mapping[str, object] | None = None  # JSON-ready, what the service recorded of the audio's timing
 
 
 def audio_cache_key(**parts: object) -> str:
     """A content address over everything that determines the bytes of a response."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def is_cache_key(text: str) -> bool:
+    """Whether `text` is the shape of a key: anything else (a client's guess, a path) is never looked up."""
+    return _KEY.fullmatch(text) is not None
 
 
 class AudioCache:
@@ -46,6 +55,8 @@ class AudioCache:
         return self.memory.capacity > 0 or self.disk is not None
 
     def get(self, key: str) -> CachedAudio | None:
+        if not is_cache_key(key):
+            return None
         entry = self.memory.get(key)
         if entry is None and self.disk is not None and self.disk.get(key) is not None:
             entry = self._read(key)

@@ -224,6 +224,7 @@ def speech_options(settings: Settings) -> SpeechOptions:
         noise_w=settings.noise_w,
         conversion_overlap_s=settings.conversion_overlap_s,
         conversion_envelope_strength=settings.conversion_envelope_strength,
+        cache_captions=settings.audio_cache_captions,
     )
 
 

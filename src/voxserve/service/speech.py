@@ -20,15 +20,22 @@ from voxserve.conversion.cancellation import Cancellation
 from voxserve.conversion.windows import WindowedConversion
 from voxserve.conversion.world_converter import WorldConverter
 from voxserve.engines.base import Engine, PreparedSegment, SegmentAudio
-from voxserve.errors import DeadlineExceededError, InputTooLongError, InvalidRequestError, VoiceNotFoundError
+from voxserve.errors import (
+    DeadlineExceededError,
+    InputTooLongError,
+    InvalidRequestError,
+    NotFoundError,
+    VoiceNotFoundError,
+)
 from voxserve.frontend.normalize import normalize_text
 from voxserve.frontend.segment import segment_text
 from voxserve.obs.metrics import Metrics
 from voxserve.obs.telemetry import Telemetry, TelemetryOptions
 from voxserve.obs.trace import RequestTrace
 from voxserve.scheduler.pool import Priority, Reservation, Scheduler
+from voxserve.service.captions import caption_cues, render
 from voxserve.service.response import AudioResponse
-from voxserve.service.timestamps import TIMESTAMP_LEVELS, TimestampBuilder, Timestamps
+from voxserve.service.timestamps import TIMESTAMP_LEVELS, TimestampBuilder, Timestamps, WordTiming
 from voxserve.service.voice_library import VoiceLibrary
 from voxserve.service.voices import VoiceRegistry
 from voxserve.storage.voices import CustomVoice
@@ -72,6 +79,7 @@ class SpeechOptions:
     noise_w: float
     conversion_overlap_s: float
     conversion_envelope_strength: float
+    cache_captions: bool = True  # cached results keep their word timings, for `cached_captions`
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,9 +240,10 @@ class SpeechService:
         headers = {"X-Voxserve-Voice": trace.voice}
         if job.instructions and not engine.supports_instructions:
             headers["X-Voxserve-Instructions"] = "ignored"
-        # The cache keeps bodies, not timings: a timed response is always made.
+        # A timed response is always made: the cache answers with a body, not with timings as the audio streams.
         key = self._cache_key(job, voice, custom) if job.use_cache and self.audio_cache.enabled and not timed else None
         if key is not None:
+            headers["X-Voxserve-Result"] = key
             with trace.stage("cache"):
                 cached = self.audio_cache.get(key)
             if cached is not None:
@@ -257,24 +266,51 @@ class SpeechService:
             crossfade_ms=options.crossfade_ms,
             deadline=trace.started_at + options.request_timeout_s,
         )
-        segments = [self._params(text, voice, job) for text in texts]
+        recorded = key is not None and options.cache_captions and engine.supports_timestamps
+        segments = [self._params(text, voice, job, timed=timed or recorded) for text in texts]
         timing = (
-            TimestampBuilder(job.text, text, voice.sample_rate, phonemes=job.timestamps == "phoneme") if timed else None
-        )
+            TimestampBuilder(job.text, text, voice.sample_rate, phonemes=job.timestamps == "phoneme")
+            if timed or recorded else None
+        )  # fmt: skip
         audio = _SpeechAudio(voice, engine, trace, segments, plan, custom, job.caller.tenant, timing)
         headers["X-Voxserve-Cache"] = "bypass" if key is None else "miss"
         return AudioResponse(
             audio.chunks, job.response_format, voice.sample_rate, trace, headers=headers,
-            keep=None if key is None else self._keeper(key, voice, trace),
+            keep=None if key is None else self._keeper(key, voice, trace, job.text, audio if recorded else None),
             timestamps=audio.timestamps if timed else None,
         )  # fmt: skip
 
-    def _keeper(self, key: str, voice: VoiceInfo, trace: RequestTrace) -> Callable[[bytes], None]:
-        """Where a finished body goes: the audio cache, under `key`."""
+    def cached_captions(self, result: str, caption_format: str, max_chars: int) -> str:
+        """The captions of a cached result (`X-Voxserve-Result` of its response), from the word timings recorded
+        when it was made."""
+        cached = self.audio_cache.get(result)
+        if cached is None:
+            raise NotFoundError(
+                f"no cached result {result!r}: it was never made, or it has left the cache", code="result_not_found"
+            )
+        if cached.timings is None:
+            raise NotFoundError(f"result {result!r} was cached without timings (its voice gives none)",
+                                code="captions_not_found")  # fmt: skip
+        text, words = cached.timings["text"], cached.timings["words"]
+        assert isinstance(text, str), "timings are written by `_keeper` alone"
+        assert isinstance(words, list), "timings are written by `_keeper` alone"
+        timed = [WordTiming(**word) for word in words]
+        return render(caption_cues(text, timed, cached.audio_s, max_chars), caption_format)
+
+    def _keeper(
+        self, key: str, voice: VoiceInfo, trace: RequestTrace, text: str, recorded: _SpeechAudio | None
+    ) -> Callable[[bytes], None]:
+        """Where a finished body goes: the audio cache, under `key`, with the word timings `recorded` made."""
 
         def keep(body: bytes) -> None:
+            timings = None
+            if recorded is not None:
+                words = Timestamps.join(recorded.timestamps).words
+                timings = {"text": text, "words": [word.as_dict() for word in words]}
             content_type = CONTENT_TYPES[trace.response_format]
-            self.audio_cache.put(key, CachedAudio(body, content_type, voice.id, voice.sample_rate, trace.audio_s))
+            self.audio_cache.put(
+                key, CachedAudio(body, content_type, voice.id, voice.sample_rate, trace.audio_s, timings)
+            )
 
         return keep
 
@@ -309,7 +345,7 @@ class SpeechService:
             first_segment_max_chars=options.first_segment_max_chars,
         )  # fmt: skip
 
-    def _params(self, text: str, voice: VoiceInfo, job: SpeechJob) -> SynthesisParams:
+    def _params(self, text: str, voice: VoiceInfo, job: SpeechJob, *, timed: bool) -> SynthesisParams:
         return SynthesisParams(
             text=text,
             voice=voice,
@@ -317,7 +353,7 @@ class SpeechService:
             noise_scale=self._options.noise_scale,
             noise_w=self._options.noise_w,
             instructions=job.instructions,
-            timestamps=job.timestamps != "none",
+            timestamps=timed,
         )
 
     def warmup(self) -> None:

@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 
 from tests.fakes import FakeEngine
-from voxserve.errors import EngineError, InputTooLongError, InvalidRequestError, QueueFullError, VoiceNotFoundError
+from voxserve.cache.audio import AudioCache
+from voxserve.errors import (
+    EngineError,
+    InputTooLongError,
+    InvalidRequestError,
+    NotFoundError,
+    QueueFullError,
+    VoiceNotFoundError,
+)
 from voxserve.obs.metrics import Metrics
 from voxserve.scheduler.pool import Scheduler, SchedulerOptions
 from voxserve.service.bootstrap import speech_options
@@ -206,3 +214,21 @@ def test_rejects_empty_long_and_unknown(service: SpeechService) -> None:
         service.open(SpeechJob(text="a" * 401, voice="fake"))
     with pytest.raises(VoiceNotFoundError):
         service.open(SpeechJob(text="hello", voice="nobody"))
+
+
+def test_captions_of_a_result_need_it_cached_with_timings(engine: FakeEngine) -> None:
+    speech = speech_service(engine, SchedulerOptions(workers=1))
+    speech.audio_cache = AudioCache(2**20)
+    try:
+        response = speech.open(job("Hello there."))
+        asyncio.run(response.body())
+        result = response.headers()["X-Voxserve-Result"]
+        assert speech.audio_cache.get(result) is not None
+        with pytest.raises(NotFoundError) as untimed:  # the fake engine gives no timings
+            speech.cached_captions(result, "vtt", 42)
+        assert untimed.value.code == "captions_not_found"
+        with pytest.raises(NotFoundError) as unknown:
+            speech.cached_captions("0" * 64, "vtt", 42)
+        assert unknown.value.code == "result_not_found"
+    finally:
+        speech.close()
