@@ -55,6 +55,9 @@ class ServerProcess:
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.wyoming_port = (
+            int(env["VOXSERVE_WYOMING_URI"].rsplit(":", 1)[1]) if "VOXSERVE_WYOMING_URI" in env else None
+        )
         self._log = log_path.open("wb")
         command = [str(Path(sys.executable).with_name("voxserve")), "serve", "--port", str(self.port)]
         self.process = subprocess.Popen(command, env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT)
@@ -128,6 +131,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, voices_dir: Path) -> Iterat
         "VOXSERVE_VOICE_ALIASES": '{"tone": "en_US-tone-test@alice"}',
         "VOXSERVE_SUMMARY_LOG_EVERY": "5",
         "VOXSERVE_DATA_DIR": str(tmp_path_factory.mktemp("data")),
+        "VOXSERVE_WYOMING_URI": f"tcp://127.0.0.1:{free_port()}",
     }
     yield from serve(env, tmp_path_factory.mktemp("server"))
 

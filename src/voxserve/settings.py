@@ -160,6 +160,21 @@ class Settings(BaseSettings):
     max_segment_chars: int = Field(150, ge=16)
     crossfade_ms: float = Field(8.0, ge=0.0, le=100.0)
 
+    stream_strip_markup: bool = Field(
+        True, description="Streamed text (WebSocket, Wyoming): Markdown markup, code blocks and emoji are not spoken."
+    )
+    stream_lookahead_segments: int = Field(
+        4, ge=1, le=64, description="Streamed text: segments queued ahead of the one being played."
+    )
+    stream_max_response_chars: int = Field(200_000, ge=1, description="Streamed text: characters one response takes.")
+    stream_idle_timeout_s: float = Field(300.0, gt=0, description="A WebSocket or Wyoming client silent this long.")
+    wyoming_uri: str | None = Field(
+        None,
+        pattern=r"^(tcp://[^/\s]+:\d+|unix://\S+)$",
+        description="Serve Home Assistant's Wyoming protocol here too, e.g. tcp://127.0.0.1:10200.",
+    )
+    wyoming_zeroconf: bool = Field(False, description="Announce the Wyoming server on the network (_wyoming._tcp).")
+
     @classmethod
     def settings_customise_sources(
         cls,

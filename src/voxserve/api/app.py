@@ -11,12 +11,25 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from voxserve import __version__
-from voxserve.api import captions, catalog, conversions, diagnostics, health, jobs, keys, metrics, speech, voices
+from voxserve.api import (
+    captions,
+    catalog,
+    conversions,
+    diagnostics,
+    health,
+    jobs,
+    keys,
+    metrics,
+    speech,
+    text_stream,
+    voices,
+)
 from voxserve.api.access import AuthenticationMiddleware, LimitHeadersMiddleware
 from voxserve.api.errors import install_error_handlers
 from voxserve.api.guard import GuardMiddleware, guard_options
 from voxserve.api.middleware import TelemetryMiddleware
 from voxserve.api.state import AppState
+from voxserve.api.wyoming import WyomingServer
 from voxserve.process import prestarted_pool
 from voxserve.service.bootstrap import Services, build_services
 from voxserve.settings import Settings, available_cores
@@ -45,9 +58,15 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         await built.jobs.start()
         loop_lag = asyncio.create_task(built.telemetry.loop_lag.watch()) if built.telemetry.enabled else None
         warmup = asyncio.create_task(_warm_up(state, built, run_engines=settings.warmup))
+        wyoming = None
+        if settings.wyoming_uri:
+            wyoming = WyomingServer(settings.wyoming_uri, built, zeroconf=settings.wyoming_zeroconf)
+            await wyoming.start()
         try:
             yield
         finally:
+            if wyoming is not None:
+                await wyoming.stop()
             warmup.cancel()
             if loop_lag is not None:
                 loop_lag.cancel()
@@ -55,7 +74,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
 
     app = FastAPI(title="voxserve", version=__version__, lifespan=lifespan)
     app.state.voxserve = state
-    for module in (speech, captions, voices, conversions, jobs, catalog, health, keys):
+    for module in (speech, text_stream, captions, voices, conversions, jobs, catalog, health, keys):
         app.include_router(module.router)
     if settings.metrics_endpoint:
         app.include_router(metrics.router_for(settings.metrics_auth))

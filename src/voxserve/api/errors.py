@@ -28,12 +28,17 @@ def install_error_handlers(app: FastAPI) -> None:
 
 def error_response(error: VoxError, request_id: str) -> JSONResponse:
     """`error` as the client sees it. Safe to call outside FastAPI's handlers (middleware)."""
-    shown = error
+    headers = {**error.headers(), "X-Request-Id": request_id}
+    return JSONResponse(shown_error(error, request_id), status_code=error.status_code, headers=headers)
+
+
+def shown_error(error: VoxError, request_id: str) -> dict[str, object]:
+    """The OpenAI error object a client sees for `error`: a server failure only as a fixed message with the
+    request id (what went wrong is logged under it)."""
     if error.status_code == 500:
         logger.error("request %s failed: %s (%s)", request_id, error.message, type(error).__name__)
-        shown = VoxError(f"the server failed on this request; quote request id {request_id}", code=error.code)
-    headers = {**error.headers(), "X-Request-Id": request_id}
-    return JSONResponse(shown.to_dict(), status_code=error.status_code, headers=headers)
+        return VoxError(f"the server failed on this request; quote request id {request_id}", code=error.code).to_dict()
+    return error.to_dict()
 
 
 async def _render_vox_error(request: Request, exc: Exception) -> JSONResponse:

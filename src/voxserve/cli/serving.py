@@ -26,14 +26,21 @@ def serve(
     insecure_no_auth: Annotated[
         bool | None, typer.Option("--insecure-no-auth", help="Serve a non-loopback bind without API keys.")
     ] = None,
+    wyoming: Annotated[
+        str | None, typer.Option(help="Serve Home Assistant's Wyoming protocol too, e.g. tcp://127.0.0.1:10200.")
+    ] = None,
+    wyoming_zeroconf: Annotated[
+        bool | None, typer.Option("--wyoming-zeroconf", help="Announce the Wyoming server over zeroconf.")
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Run the HTTP server."""
+    """Run the HTTP server (and the Wyoming server, with --wyoming)."""
     from voxserve.api.guard import exposure_problem
 
     settings = load_settings_or_exit(
-        config, host=host, port=port, voices_dir=voices_dir, insecure_no_auth=insecure_no_auth
-    )
+        config, host=host, port=port, voices_dir=voices_dir, insecure_no_auth=insecure_no_auth,
+        wyoming_uri=wyoming, wyoming_zeroconf=wyoming_zeroconf,
+    )  # fmt: skip
     access = build_access(settings)
     problem = exposure_problem(settings.host, access.required, settings.insecure_no_auth)
     access.store.close()

@@ -30,6 +30,7 @@ from voxserve.service.jobs import JobOptions, JobService
 from voxserve.service.limits import KeyLimiter, LimitOptions
 from voxserve.service.profiling import Profiler
 from voxserve.service.speech import SpeechOptions, SpeechService
+from voxserve.service.text_stream import TextStreamOptions
 from voxserve.service.voice_library import LibraryOptions, VoiceLibrary
 from voxserve.service.voices import VoiceRegistry
 from voxserve.settings import Settings
@@ -115,6 +116,7 @@ class Services:
     access: AccessControl
     limiter: KeyLimiter
     jobs: JobService
+    text_stream: TextStreamOptions
 
     def warmup(self) -> None:
         """Run every engine once. The default voice's engine failing raises (the server cannot serve); another
@@ -156,6 +158,18 @@ def build_services(settings: Settings, engines: Engines | None = None) -> Servic
         jobs=JobService(
             JobStore(settings.data_dir), speech.registry, speech.scheduler, job_options(settings), speech.metrics
         ),
+        text_stream=text_stream_options(settings),
+    )
+
+
+def text_stream_options(settings: Settings) -> TextStreamOptions:
+    return TextStreamOptions(
+        first_segment_max_chars=settings.first_segment_max_chars,
+        max_segment_chars=settings.max_segment_chars,
+        strip_markup=settings.stream_strip_markup,
+        lookahead=settings.stream_lookahead_segments,
+        max_response_chars=settings.stream_max_response_chars,
+        idle_timeout_s=settings.stream_idle_timeout_s,
     )
 
 

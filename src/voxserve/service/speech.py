@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
+from collections import deque
 from collections.abc import AsyncGenerator, Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -35,7 +37,14 @@ from voxserve.obs.trace import RequestTrace
 from voxserve.scheduler.pool import Priority, Reservation, Scheduler
 from voxserve.service.captions import caption_cues, render
 from voxserve.service.response import AudioResponse
-from voxserve.service.timestamps import TIMESTAMP_LEVELS, TimestampBuilder, Timestamps, WordTiming
+from voxserve.service.timestamps import (
+    TIMESTAMP_LEVELS,
+    InputMap,
+    TimestampBuilder,
+    Timestamps,
+    Transcript,
+    WordTiming,
+)
 from voxserve.service.voice_library import VoiceLibrary
 from voxserve.service.voices import VoiceRegistry
 from voxserve.storage.voices import CustomVoice
@@ -84,81 +93,168 @@ class SpeechOptions:
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
-    """What a request's audio needs from its service."""
+    """What a response's audio needs from its service."""
 
     scheduler: Scheduler
     metrics: Metrics
     crossfade_ms: float
-    deadline: float
+    timeout_s: float  # each segment's deadline: this long after its text was decided
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentStarted:
+    """A segment whose audio is about to be sent: its place in the response, its text, and where its audio
+    starts (seconds from the response's start)."""
+
+    index: int
+    text: str
+    start_s: float
+
+
+class SegmentFeed:
+    """The segments of one response, in order, as their text is decided: all at once for a request, one by one
+    for text that streams in. `lookahead` bounds the segments queued ahead of the one being played (0: all)."""
+
+    def __init__(self, segments: Sequence[SynthesisParams] = (), *, closed: bool = True, lookahead: int = 0) -> None:
+        now = time.perf_counter()
+        self._items: deque[tuple[SynthesisParams, float]] = deque((params, now) for params in segments)
+        self._closed = closed
+        self._changed = asyncio.Event()
+        self.lookahead = lookahead
+        self.admitted = max(len(self._items), 1)  # the queue room a response asks for when it starts
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def put(self, params: SynthesisParams) -> None:
+        assert not self._closed, "a closed feed takes no more segments"
+        self._items.append((params, time.perf_counter()))
+        self._changed.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._changed.set()
+
+    async def take(self, most: int) -> list[tuple[SynthesisParams, float]]:
+        """Up to `most` segments (with when each was decided), waiting for one; `[]` once closed and drained."""
+        while not self._items and not self._closed:
+            self._changed.clear()
+            await self._changed.wait()
+        return [self._items.popleft() for _ in range(min(most, len(self._items)))]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamedSpeech:
+    """A response whose text streams in: its audio, the feed its segments go into (`segment` makes one from a
+    decided text), each segment as its audio starts, and the timestamps `level` it was opened with."""
+
+    response: AudioResponse
+    feed: SegmentFeed
+    started: list[SegmentStarted]
+    segment: Callable[[str], SynthesisParams]
+    level: str
+
+
+_Submitted = tuple[PreparedSegment, "Future[SegmentAudio]", float] | BaseException | None
 
 
 class _SpeechAudio:
-    """One request's audio, made lazily: segments are queued on the scheduler together and synthesize in
-    parallel across workers; they come back in order, joined with a short crossfade (and, for a custom voice,
-    converted as they arrive)."""
+    """One response's audio, made lazily: segments are queued on the scheduler as their text is decided and
+    synthesize in parallel across workers; they come back in order, joined with a short crossfade (and, for a
+    custom voice, converted as they arrive)."""
 
     def __init__(
-        self, voice: VoiceInfo, engine: Engine, trace: RequestTrace, segments: Sequence[SynthesisParams], plan: _Plan,
+        self, voice: VoiceInfo, engine: Engine, trace: RequestTrace, feed: SegmentFeed, plan: _Plan,
         custom: CustomVoiceSpeech | None, tenant: str, timing: TimestampBuilder | None = None,
     ) -> None:  # fmt: skip
         self.trace = trace
         self.voice = voice
         self._engine = engine
-        self._segments = segments
+        self._feed = feed
         self._plan = plan
         self._custom = custom
         self._tenant = tenant
         self._timing = timing
+        self._playback_s = 0.0  # estimated audio of the segments queued so far: when a listener reaches the next
         self.timestamps: list[Timestamps] = []  # each segment's, added before the chunk that starts it
+        self.started: list[SegmentStarted] = []  # likewise
 
     async def chunks(self) -> AsyncGenerator[AudioChunk, None]:
-        """The joined audio, chunk by chunk, as segments finish in order. The request is admitted when
+        """The joined audio, chunk by chunk, as segments finish in order. The response is admitted when
         iteration starts (`QueueFullError` then). However the iteration ends (done, failed, closed early, or
         cancelled while segments are still being submitted), every segment it queued is cancelled."""
-        with self._plan.scheduler.admit(len(self._segments)) as reservation:
-            # The first segment is queued on its own, so a worker starts on it while the rest are phonemized.
-            futures = await asyncio.to_thread(self._submit, reservation, 0, 1)
-            futures += await asyncio.to_thread(self._submit, reservation, 1, len(self._segments))
-            windows = await self._open_conversion()
-            joiner = SegmentJoiner(round(self._plan.crossfade_ms * self.voice.sample_rate / 1000))
-            for prepared, future in futures:
-                audio = await self._result(future)
-                ready = await self._join(audio.samples, joiner, windows)
-                if self._timing is not None:
-                    self.timestamps.append(self._timing.segment(prepared, audio, joiner.last_start))
-                if len(ready):
-                    yield AudioChunk(ready, self.voice.sample_rate)
-            yield AudioChunk(await self._flush(joiner, windows), self.voice.sample_rate)
+        with self._plan.scheduler.admit(self._feed.admitted) as reservation:
+            submitted: asyncio.Queue[_Submitted] = asyncio.Queue()
+            room = asyncio.Semaphore(self._feed.lookahead) if self._feed.lookahead else None
+            submitter = asyncio.create_task(self._submit_all(reservation, submitted, room))
+            try:
+                windows = await self._open_conversion()
+                joiner = SegmentJoiner(round(self._plan.crossfade_ms * self.voice.sample_rate / 1000))
+                index = 0
+                while (item := await submitted.get()) is not None:
+                    if isinstance(item, BaseException):
+                        raise item
+                    prepared, future, deadline = item
+                    audio = await self._result(future, deadline)
+                    if room is not None:
+                        room.release()
+                    ready = await self._join(audio.samples, joiner, windows)
+                    start_s = joiner.last_start / self.voice.sample_rate
+                    self.started.append(SegmentStarted(index, prepared.params.text, start_s))
+                    if self._timing is not None:
+                        self.timestamps.append(self._timing.segment(prepared, audio, joiner.last_start))
+                    index += 1
+                    if len(ready):
+                        yield AudioChunk(ready, self.voice.sample_rate)
+                yield AudioChunk(await self._flush(joiner, windows), self.voice.sample_rate)
+            finally:
+                submitter.cancel()
+
+    async def _submit_all(
+        self, reservation: Reservation, submitted: asyncio.Queue[_Submitted], room: asyncio.Semaphore | None
+    ) -> None:
+        """Queue the feed's segments as they come: the first on its own, so a worker starts on it while the rest
+        are phonemized. Ends the queue with `None`, or with what failed."""
+        try:
+            index = 0
+            while batch := await self._feed.take(1 if index == 0 or room is not None else sys.maxsize):
+                if room is not None:
+                    await room.acquire()
+                for item in await asyncio.to_thread(self._submit, reservation, index, batch):
+                    submitted.put_nowait(item)
+                index += len(batch)
+            submitted.put_nowait(None)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:  # handed to the consumer, which raises it where the response is read
+            submitted.put_nowait(error)
 
     def _submit(
-        self, reservation: Reservation, start: int, stop: int
-    ) -> list[tuple[PreparedSegment, Future[SegmentAudio]]]:
-        """Phonemize and queue segments `start` to `stop - 1`. Runs in a thread that outlives a cancelled
-        request, so it stops as soon as the request has ended (closing the reservation cancels what it queued)."""
+        self, reservation: Reservation, start: int, batch: list[tuple[SynthesisParams, float]]
+    ) -> list[tuple[PreparedSegment, Future[SegmentAudio], float]]:
+        """Phonemize and queue segments `start` onwards. Runs in a thread that outlives a cancelled response, so
+        it stops as soon as the response has ended (closing the reservation cancels what it queued)."""
         futures = []
-        for index in range(start, stop):
+        for index, (params, decided_at) in enumerate(batch, start):
             if reservation.closed:
                 break
-            params = self._segments[index]
             with self.trace.stage("phonemize", segment=index):
                 prepared = self._engine.prepare(params)
+            deadline = decided_at + self._plan.timeout_s
             future = self._plan.scheduler.submit(
                 self._engine, prepared, self.trace,
                 priority=Priority.FIRST_SEGMENT if index == 0 else Priority.LATER_SEGMENT,
-                due=self.trace.started_at + self._playback_offset_s(index),
-                deadline=self._plan.deadline, tenant=self._tenant, reservation=reservation,
+                due=self.trace.started_at + self._playback_s, deadline=deadline, tenant=self._tenant,
+                reservation=reservation,
             )  # fmt: skip
-            futures.append((prepared, future))
+            self._playback_s += params.estimated_audio_s
+            futures.append((prepared, future, deadline))
         return futures
 
-    def _playback_offset_s(self, index: int) -> float:
-        """When, after the request started, a listener reaches segment `index` (estimated from text length)."""
-        return sum(params.estimated_audio_s for params in self._segments[:index])
-
-    async def _result(self, future: Future[SegmentAudio]) -> SegmentAudio:
-        remaining_s = self._plan.deadline - time.perf_counter()
+    async def _result(self, future: Future[SegmentAudio], deadline: float) -> SegmentAudio:
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), timeout=max(remaining_s, 0.0))
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout=max(deadline - time.perf_counter(), 0))
         except (TimeoutError, DeadlineExceededError) as exc:
             self._plan.metrics.timed_out_requests.inc()
             raise DeadlineExceededError(f"request {self.trace.request_id} passed its deadline") from exc
@@ -168,7 +264,7 @@ class _SpeechAudio:
         the base voice profiled through the scheduler as this request's work, within its deadline)."""
         if self._custom is None:
             return None
-        cancellation = Cancellation(self._plan.deadline)
+        cancellation = Cancellation(self.trace.started_at + self._plan.timeout_s)
         try:
             conversion = await self.trace.in_thread("analyze", self._custom.plan, cancellation, self._tenant)
         except asyncio.CancelledError:
@@ -227,19 +323,8 @@ class SpeechService:
             raise InputTooLongError(
                 f"input is {len(job.text)} characters; the limit is {options.max_input_chars}", param="input"
             )
-        voice, custom = self._resolve(job)
-        engine = self.registry.engine(voice)
+        voice, custom, engine, headers = self._speaker(job, trace)
         timed = job.timestamps != "none"
-        if job.timestamps not in TIMESTAMP_LEVELS:
-            raise InvalidRequestError(f"timestamps must be one of {', '.join(TIMESTAMP_LEVELS)}", param="timestamps")
-        if timed and not engine.supports_timestamps:
-            raise InvalidRequestError(
-                f"voice {job.voice!r} ({voice.engine}) cannot give timestamps; Piper voices can", param="timestamps"
-            )
-        trace.engine, trace.voice = voice.engine, custom.voice.id if custom else voice.id
-        headers = {"X-Voxserve-Voice": trace.voice}
-        if job.instructions and not engine.supports_instructions:
-            headers["X-Voxserve-Instructions"] = "ignored"
         # A timed response is always made: the cache answers with a body, not with timings as the audio streams.
         key = self._cache_key(job, voice, custom) if job.use_cache and self.audio_cache.enabled and not timed else None
         if key is not None:
@@ -264,21 +349,58 @@ class SpeechService:
             scheduler=self.scheduler,
             metrics=self.metrics,
             crossfade_ms=options.crossfade_ms,
-            deadline=trace.started_at + options.request_timeout_s,
+            timeout_s=options.request_timeout_s,
         )
         recorded = key is not None and options.cache_captions and engine.supports_timestamps
-        segments = [self._params(text, voice, job, timed=timed or recorded) for text in texts]
+        segments = [self._params(text, voice=voice, job=job, timed=timed or recorded) for text in texts]
         timing = (
-            TimestampBuilder(job.text, text, voice.sample_rate, phonemes=job.timestamps == "phoneme")
+            TimestampBuilder(InputMap(job.text, text), voice.sample_rate, phonemes=job.timestamps == "phoneme")
             if timed or recorded else None
         )  # fmt: skip
-        audio = _SpeechAudio(voice, engine, trace, segments, plan, custom, job.caller.tenant, timing)
+        audio = _SpeechAudio(voice, engine, trace, SegmentFeed(segments), plan, custom, job.caller.tenant, timing)
         headers["X-Voxserve-Cache"] = "bypass" if key is None else "miss"
         return AudioResponse(
             audio.chunks, job.response_format, voice.sample_rate, trace, headers=headers,
             keep=None if key is None else self._keeper(key, voice, trace, job.text, audio if recorded else None),
             timestamps=audio.timestamps if timed else None,
         )  # fmt: skip
+
+    def open_stream(self, job: SpeechJob, trace: RequestTrace, *, lookahead: int) -> StreamedSpeech:
+        """A response whose text comes after it opens (`job.text` is not read): put each segment into its feed as
+        its text is decided, and close the feed when the text ends. Checked like `open`; never cached. At most
+        `lookahead` segments are queued ahead of the one being played."""
+        trace.response_format = job.response_format
+        voice, custom, engine, headers = self._speaker(job, trace)
+        timed = job.timestamps != "none"
+        plan = _Plan(self.scheduler, self.metrics, self._options.crossfade_ms, self._options.request_timeout_s)
+        feed = SegmentFeed(closed=False, lookahead=lookahead)
+        timing = (
+            TimestampBuilder(Transcript(), voice.sample_rate, phonemes=job.timestamps == "phoneme") if timed else None
+        )
+        audio = _SpeechAudio(voice, engine, trace, feed, plan, custom, job.caller.tenant, timing)
+        response = AudioResponse(audio.chunks, job.response_format, voice.sample_rate, trace, headers=headers,
+                                 timestamps=audio.timestamps if timed else None)  # fmt: skip
+        segment = partial(self._params, voice=voice, job=job, timed=timed)
+        return StreamedSpeech(response, feed, audio.started, segment, job.timestamps)
+
+    def _speaker(
+        self, job: SpeechJob, trace: RequestTrace
+    ) -> tuple[VoiceInfo, CustomVoiceSpeech | None, Engine, dict[str, str]]:
+        """The voice that speaks `job` (for a custom voice, its base voice and the conversion), its engine, and
+        the headers that say so; `InvalidRequestError` for timestamps the engine cannot give."""
+        voice, custom = self._resolve(job)
+        engine = self.registry.engine(voice)
+        if job.timestamps not in TIMESTAMP_LEVELS:
+            raise InvalidRequestError(f"timestamps must be one of {', '.join(TIMESTAMP_LEVELS)}", param="timestamps")
+        if job.timestamps != "none" and not engine.supports_timestamps:
+            raise InvalidRequestError(
+                f"voice {job.voice!r} ({voice.engine}) cannot give timestamps; Piper voices can", param="timestamps"
+            )
+        trace.engine, trace.voice = voice.engine, custom.voice.id if custom else voice.id
+        headers = {"X-Voxserve-Voice": trace.voice}
+        if job.instructions and not engine.supports_instructions:
+            headers["X-Voxserve-Instructions"] = "ignored"
+        return voice, custom, engine, headers
 
     def cached_captions(self, result: str, caption_format: str, max_chars: int) -> str:
         """The captions of a cached result (`X-Voxserve-Result` of its response), from the word timings recorded
@@ -345,7 +467,7 @@ class SpeechService:
             first_segment_max_chars=options.first_segment_max_chars,
         )  # fmt: skip
 
-    def _params(self, text: str, voice: VoiceInfo, job: SpeechJob, *, timed: bool) -> SynthesisParams:
+    def _params(self, text: str, *, voice: VoiceInfo, job: SpeechJob, timed: bool) -> SynthesisParams:
         return SynthesisParams(
             text=text,
             voice=voice,

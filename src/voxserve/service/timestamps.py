@@ -68,6 +68,7 @@ class InputMap:
     normalization collapses whitespace and drops invisible characters, so offsets shift."""
 
     def __init__(self, original: str, normalized: str) -> None:
+        self.text = original
         self._positions = _positions(original, normalized)
         self._normalized = normalized
         self._cursor = 0
@@ -83,6 +84,23 @@ class InputMap:
         if normalized_index >= len(self._positions):
             return self._positions[-1] + 1 if self._positions else 0
         return self._positions[normalized_index]
+
+
+class Transcript:
+    """The text places of a response whose text streams in: offsets into what is spoken, its segments joined by
+    one space (the raw text had markup and line breaks the segments do not)."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def place(self, segment_text: str) -> int:
+        """Adds the next segment; where it starts."""
+        start = len(self.text) + bool(self.text)
+        self.text = f"{self.text} {segment_text}" if self.text else segment_text
+        return start
+
+    def original(self, index: int) -> int:
+        return index
 
 
 def _positions(original: str, normalized: str) -> list[int]:
@@ -107,9 +125,8 @@ def _positions(original: str, normalized: str) -> list[int]:
 class TimestampBuilder:
     """Turns each segment's durations into timings on the response's timeline, segment by segment in order."""
 
-    def __init__(self, original: str, normalized: str, sample_rate: int, *, phonemes: bool = True) -> None:
-        self._input = InputMap(original, normalized)
-        self._original = original
+    def __init__(self, places: InputMap | Transcript, sample_rate: int, *, phonemes: bool = True) -> None:
+        self._input = places
         self._rate = sample_rate
         self._phonemes = phonemes  # the phoneme track too, not only the words
         self._floor = 0  # where the previous segment's timings ended, in samples
@@ -148,7 +165,7 @@ class TimestampBuilder:
             cursor = end
         words = tuple(
             WordTiming(
-                text=self._original[self._input.original(text_start + word.char_start):
+                text=self._input.text[self._input.original(text_start + word.char_start):
                                     self._input.original(text_start + word.char_end - 1) + 1],
                 start=self._seconds(at(int(starts[word.first]))),
                 end=self._seconds(at(int(ends[word.last - 1]))),

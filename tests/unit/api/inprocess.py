@@ -84,3 +84,52 @@ class AsgiCall:
         self.messages.append(message)
         if message["type"] == "http.response.body" and message.get("body"):
             self.first_body.set()
+
+
+class AsgiSocket:
+    """One WebSocket, driven straight through the ASGI interface: the test sends text frames and reads what the
+    server sends, in order (`receive`), and can hang up (`disconnect`)."""
+
+    def __init__(self, app: FastAPI, path: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        self._incoming: asyncio.Queue[Message] = asyncio.Queue()
+        self._outgoing: asyncio.Queue[Message] = asyncio.Queue()
+        self._incoming.put_nowait({"type": "websocket.connect"})
+        scope = {
+            "type": "websocket", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+            "scheme": "ws", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+            "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000), "subprotocols": [],
+            "headers": [(b"host", b"127.0.0.1:8000"), *(headers or [])],
+        }  # fmt: skip
+        self.task = asyncio.create_task(app(scope, self._incoming.get, self._outgoing.put))
+
+    def send(self, event: dict[str, object]) -> None:
+        self._incoming.put_nowait({"type": "websocket.receive", "text": json.dumps(event)})
+
+    def disconnect(self) -> None:
+        self._incoming.put_nowait({"type": "websocket.disconnect", "code": 1001})
+
+    async def receive(self) -> Message:
+        """The server's next message (`websocket.accept`, `websocket.send` or `websocket.close`)."""
+        return await asyncio.wait_for(self._outgoing.get(), READY_WAIT_S)
+
+    async def event(self) -> dict[str, object]:
+        """The server's next JSON event; audio frames before it are skipped."""
+        while True:
+            message = await self.receive()
+            if message["type"] == "websocket.send" and message.get("text") is not None:
+                return json.loads(message["text"])
+            assert message["type"] in ("websocket.send", "websocket.accept"), message
+
+    async def until(self, kind: str) -> tuple[list[dict[str, object]], bytes]:
+        """Every event up to and including the first of type `kind`, and the audio sent before it."""
+        events: list[dict[str, object]] = []
+        audio = b""
+        while not events or events[-1]["type"] != kind:
+            message = await self.receive()
+            assert message["type"] != "websocket.close", events
+            if message["type"] == "websocket.send":
+                if message.get("bytes") is not None:
+                    audio += message["bytes"]
+                else:
+                    events.append(json.loads(message["text"]))
+        return events, audio

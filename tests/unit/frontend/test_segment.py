@@ -1,7 +1,12 @@
 from __future__ import annotations
 
-from voxserve.frontend.normalize import normalize_text
-from voxserve.frontend.segment import segment_text, split_sentences
+import unicodedata
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from voxserve.frontend.normalize import CharacterStream, normalize_text
+from voxserve.frontend.segment import SegmentStream, segment_text, split_sentences
 
 
 def words(texts: list[str]) -> list[str]:
@@ -60,3 +65,79 @@ def test_whitespace_only_text_has_no_segments() -> None:
 def test_normalize_text_drops_invisible_characters_and_keeps_joiners() -> None:
     assert normalize_text("Cafe\u0301\u200b  time\x07\n\tnow\ufeff") == "Café time now"
     assert normalize_text("a\u200db") == "a\u200db"
+
+
+LIMITS = {"first_segment_max_chars": 24, "max_segment_chars": 60}
+_PIECES = st.sampled_from(
+    ["Hello", "there", "Dr.", "J.", "e.g.", "3.5", "3.", "$14.99", "a", "word", "sentence", "end.", "Why?", "Yes!",
+     "wait…", "(aside)", "\"quoted.\"", "clause,", "semi;", "dash —", "x" * 70, " ", " ", " ", "  ", "\n", "\n\n",
+     "\t", ".", ",", "é", "e\u0301"]
+)  # fmt: skip
+
+
+def streamed(text: str, cuts: list[int]) -> list[str]:
+    stream = SegmentStream(**LIMITS)
+    segments: list[str] = []
+    start = 0
+    for cut in sorted(cuts):
+        segments += stream.push(text[start:cut])
+        start = cut
+    return [*segments, *stream.push(text[start:]), *stream.end()]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_PIECES, max_size=60).map("".join), st.lists(st.integers(0, 400), max_size=30))
+def test_any_cutting_of_a_text_gives_the_segments_of_the_whole(text: str, cuts: list[int]) -> None:
+    whole = streamed(text, [])
+    assert streamed(text, [cut for cut in cuts if cut <= len(text)]) == whole
+    assert streamed(text, list(range(len(text)))) == whole  # one character at a time
+    assert "".join("".join(whole).split()) == "".join(text.split())  # every character, once, in order
+    assert all(len(segment) <= LIMITS["max_segment_chars"] for segment in whole)
+
+
+def test_a_segment_comes_as_soon_as_it_is_decided() -> None:
+    stream = SegmentStream(**LIMITS)
+    assert stream.push("Hello there.") == []  # a period may still be a decimal point or an initial
+    assert stream.push(" It costs 3.") == ["Hello there."]
+    assert stream.push("5 dollars, said Dr. Smith. And") == ["It costs 3.5 dollars, said Dr. Smith."]
+    assert stream.push(" then a clause that runs past the limit of sixty, so it is cut at its clause") == [
+        "And then a clause that runs past the limit of sixty,"
+    ]
+    assert stream.flush() == ["so it is cut at its clause"]
+    assert stream.push("\n\nA heading\n\nAnd a paragraph") == ["A heading"]
+    assert stream.end() == ["And a paragraph"]
+
+
+def test_the_first_segment_of_each_response_is_short() -> None:
+    stream = SegmentStream(**LIMITS)
+    assert stream.push("Thank you for calling, our office hours are") == ["Thank you for calling,"]
+    assert stream.end() == ["our office hours are"]
+    assert stream.push("A sentence that runs on for a while") == ["A sentence that runs on"]
+
+
+def test_pending_text_stays_bounded_whatever_arrives() -> None:
+    stream = SegmentStream(**LIMITS)
+    segments = [segment for _ in range(1000) for segment in stream.push("x" * 97)]
+    assert all(len(segment) <= LIMITS["max_segment_chars"] for segment in segments)
+    assert len("".join(stream.flush())) <= LIMITS["max_segment_chars"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(st.sampled_from(["a", "e", "\u0301", "\u0323", "\u200b", "\u1100", "\u1161", "\u11a8", " ", "\n"])),
+    st.lists(st.integers(0, 100), max_size=10),
+)
+def test_characters_arriving_in_pieces_normalize_as_the_whole(text: str, cuts: list[int]) -> None:
+    def normalized(cuts: list[int]) -> str:
+        stream = CharacterStream()
+        pieces, start = [], 0
+        for cut in sorted(cut for cut in cuts if cut <= len(text)):
+            pieces.append(stream.push(text[start:cut]))
+            start = cut
+        return "".join([*pieces, stream.push(text[start:]), stream.end()])
+
+    whole = normalized([])
+    assert normalized(cuts) == whole
+    assert normalized(list(range(len(text)))) == whole
+    assert "\u200b" not in whole
+    assert unicodedata.is_normalized("NFC", whole) or "\u200b" in text  # an invisible between a base and its mark
