@@ -61,30 +61,24 @@ def _cut_point(text: str, max_chars: int) -> int:
     return cuts[-1] if cuts else max_chars
 
 
-def _split_long(text: str, max_chars: int) -> list[str]:
-    pieces: list[str] = []
-    while len(text) > max_chars:
-        cut = _cut_point(text, max_chars)
-        pieces.append(text[:cut].strip())
-        text = text[cut:].strip()
-    return [*pieces, text] if text else pieces
-
-
 class SegmentStream:
     """Segments of text that arrives in pieces of any size. A segment is given once it is decided: a sentence end
     followed by a space (not after an abbreviation or an initial, never a decimal point), a paragraph break (a
     blank line), or pending text past the segment limit (cut at its last clause, else word, boundary). The first
-    segment of a response is cut at `first_segment_max_chars`, the rest at `max_segment_chars`; whitespace runs
-    read as one space. Pending text is bounded by the segment limit, whatever arrives."""
+    segment of a response is cut at `first_segment_max_chars`, the rest at `max_segment_chars`; `growing` doubles the
+    limit from one segment to the next instead (24, 48, 96... up to `max_segment_chars`), for text that arrives as it
+    is written: each segment is then decided, and made, before the audio of those before it has played. Whitespace
+    runs read as one space. Pending text is bounded by the segment limit, whatever arrives."""
 
-    def __init__(self, *, first_segment_max_chars: int, max_segment_chars: int) -> None:
+    def __init__(self, *, first_segment_max_chars: int, max_segment_chars: int, growing: bool = False) -> None:
         self._first_max = first_segment_max_chars
         self._max = max_segment_chars
+        self._growing = growing
+        self._emitted = 0  # segments given in this response
         self._pending = ""  # words not yet in a segment, single-spaced; never ends in whitespace
         self._spaced = False  # whitespace came after them
         self._newlines = 0  # in that whitespace: two make a paragraph break
         self._word_head = ""  # where a cut at the limit split a word: its part before the cut
-        self._first = True
 
     def push(self, text: str) -> list[str]:
         """The segments `text` decided, in order."""
@@ -106,7 +100,7 @@ class SegmentStream:
     def end(self) -> list[str]:
         """The last segments; what comes next is a new response, whose first segment is short again."""
         segments = self.flush()
-        self._spaced, self._newlines, self._first = False, 0, True
+        self._spaced, self._newlines, self._emitted = False, 0, 0
         return segments
 
     def _append(self, part: str) -> list[str]:
@@ -136,7 +130,7 @@ class SegmentStream:
             start = next_start
             self._word_head = ""
         self._pending = self._pending[start:]
-        while len(self._pending) > (limit := self._first_max if self._first else self._max):
+        while len(self._pending) > (limit := self._limit()):
             cut = _cut_point(self._pending, limit)
             head, self._pending = self._pending[:cut], self._pending[cut:]
             # A cut inside one enormous word: whether a period later ends a sentence depends on the whole word.
@@ -146,21 +140,27 @@ class SegmentStream:
             )
             segments.append(head.strip())
             self._pending = self._pending.lstrip()
-            self._first = False
+            self._emitted += 1
         return [segment for segment in segments if segment]
 
     def _pieces(self, sentence: str) -> list[str]:
-        """A whole sentence as segments: the first of a response kept short, any long one cut."""
-        if not sentence:
-            return []
+        """A whole sentence as segments, each within its limit (cut at a clause if one fits, else a word)."""
         pieces = []
-        if self._first and len(sentence) > self._first_max:
-            # The first segment decides the time to first audio: keep it short, at a clause if one fits.
-            cut = _cut_point(sentence, self._first_max)
+        while len(sentence) > (limit := self._limit()):
+            cut = _cut_point(sentence, limit)
             pieces.append(sentence[:cut].strip())
             sentence = sentence[cut:].strip()
-        self._first = False
-        return [piece for piece in [*pieces, *_split_long(sentence, self._max)] if piece]
+            self._emitted += 1
+        if sentence:
+            pieces.append(sentence)
+            self._emitted += 1
+        return [piece for piece in pieces if piece]
+
+    def _limit(self) -> int:
+        """The next segment's length limit. The first decides the time to first audio: it is kept short."""
+        if self._emitted == 0:
+            return self._first_max
+        return min(self._first_max << min(self._emitted, 16), self._max) if self._growing else self._max
 
 
 def segment_text(text: str, *, first_segment_max_chars: int, max_segment_chars: int) -> list[str]:

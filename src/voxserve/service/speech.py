@@ -254,7 +254,10 @@ class _SpeechAudio:
 
     async def _result(self, future: Future[SegmentAudio], deadline: float) -> SegmentAudio:
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), timeout=max(deadline - time.perf_counter(), 0))
+            # Not `wait_for`, which on Python 3.11 can swallow a cancel that comes as the result does (a barge-in
+            # would then play on).
+            async with asyncio.timeout(max(deadline - time.perf_counter(), 0)):
+                return await asyncio.wrap_future(future)
         except (TimeoutError, DeadlineExceededError) as exc:
             self._plan.metrics.timed_out_requests.inc()
             raise DeadlineExceededError(f"request {self.trace.request_id} passed its deadline") from exc

@@ -114,5 +114,7 @@ class TextSpeechSession:
         self._markup_filter = MarkupFilter() if options.strip_markup else None
         self._normalize = CharacterStream()
         self._segments = SegmentStream(
-            first_segment_max_chars=options.first_segment_max_chars, max_segment_chars=options.max_segment_chars
+            first_segment_max_chars=options.first_segment_max_chars,
+            max_segment_chars=options.max_segment_chars,
+            growing=True,
         )

@@ -75,8 +75,8 @@ _PIECES = st.sampled_from(
 )  # fmt: skip
 
 
-def streamed(text: str, cuts: list[int]) -> list[str]:
-    stream = SegmentStream(**LIMITS)
+def streamed(text: str, cuts: list[int], *, growing: bool = False) -> list[str]:
+    stream = SegmentStream(**LIMITS, growing=growing)
     segments: list[str] = []
     start = 0
     for cut in sorted(cuts):
@@ -86,11 +86,11 @@ def streamed(text: str, cuts: list[int]) -> list[str]:
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.lists(_PIECES, max_size=60).map("".join), st.lists(st.integers(0, 400), max_size=30))
-def test_any_cutting_of_a_text_gives_the_segments_of_the_whole(text: str, cuts: list[int]) -> None:
-    whole = streamed(text, [])
-    assert streamed(text, [cut for cut in cuts if cut <= len(text)]) == whole
-    assert streamed(text, list(range(len(text)))) == whole  # one character at a time
+@given(st.lists(_PIECES, max_size=60).map("".join), st.lists(st.integers(0, 400), max_size=30), st.booleans())
+def test_any_cutting_of_a_text_gives_the_segments_of_the_whole(text: str, cuts: list[int], growing: bool) -> None:
+    whole = streamed(text, [], growing=growing)
+    assert streamed(text, [cut for cut in cuts if cut <= len(text)], growing=growing) == whole
+    assert streamed(text, list(range(len(text))), growing=growing) == whole  # one character at a time
     assert "".join("".join(whole).split()) == "".join(text.split())  # every character, once, in order
     assert all(len(segment) <= LIMITS["max_segment_chars"] for segment in whole)
 
@@ -106,6 +106,12 @@ def test_a_segment_comes_as_soon_as_it_is_decided() -> None:
     assert stream.flush() == ["so it is cut at its clause"]
     assert stream.push("\n\nA heading\n\nAnd a paragraph") == ["A heading"]
     assert stream.end() == ["And a paragraph"]
+
+
+def test_a_growing_stream_doubles_its_limit_segment_by_segment() -> None:
+    stream = SegmentStream(first_segment_max_chars=10, max_segment_chars=40, growing=True)
+    text = " ".join(["word"] * 40) + "."
+    assert [len(segment) for segment in stream.push(text) + stream.end()] == [9, 19, 39, 39, 39, 39, 10]
 
 
 def test_the_first_segment_of_each_response_is_short() -> None:
