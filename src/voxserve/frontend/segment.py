@@ -65,16 +65,16 @@ class SegmentStream:
     """Segments of text that arrives in pieces of any size. A segment is given once it is decided: a sentence end
     followed by a space (not after an abbreviation or an initial, never a decimal point), a paragraph break (a
     blank line), or pending text past the segment limit (cut at its last clause, else word, boundary). The first
-    segment of a response is cut at `first_segment_max_chars`, the rest at `max_segment_chars`; `growing` doubles the
-    limit from one segment to the next instead (24, 48, 96... up to `max_segment_chars`), for text that arrives as it
-    is written: each segment is then decided, and made, before the audio of those before it has played. Whitespace
+    segment of a response is cut at `first_segment_max_chars`, the rest at `max_segment_chars`; `growing` limits each
+    to twice the text of those before it instead (48, 96... up to `max_segment_chars`), for text that arrives as it
+    is written: each segment is then decided, and made, while the audio before it still plays. Whitespace
     runs read as one space. Pending text is bounded by the segment limit, whatever arrives."""
 
     def __init__(self, *, first_segment_max_chars: int, max_segment_chars: int, growing: bool = False) -> None:
         self._first_max = first_segment_max_chars
         self._max = max_segment_chars
         self._growing = growing
-        self._emitted = 0  # segments given in this response
+        self._given_chars: int | None = None  # the length of the response's segments so far (`None`: none yet)
         self._pending = ""  # words not yet in a segment, single-spaced; never ends in whitespace
         self._spaced = False  # whitespace came after them
         self._newlines = 0  # in that whitespace: two make a paragraph break
@@ -100,7 +100,7 @@ class SegmentStream:
     def end(self) -> list[str]:
         """The last segments; what comes next is a new response, whose first segment is short again."""
         segments = self.flush()
-        self._spaced, self._newlines, self._emitted = False, 0, 0
+        self._spaced, self._newlines, self._given_chars = False, 0, None
         return segments
 
     def _append(self, part: str) -> list[str]:
@@ -138,9 +138,8 @@ class SegmentStream:
             self._word_head = (
                 (self._word_head if " " not in head else "") + head.rsplit(" ", 1)[-1] if split_word else ""
             )
-            segments.append(head.strip())
+            segments.append(self._given(head.strip()))
             self._pending = self._pending.lstrip()
-            self._emitted += 1
         return [segment for segment in segments if segment]
 
     def _pieces(self, sentence: str) -> list[str]:
@@ -148,19 +147,23 @@ class SegmentStream:
         pieces = []
         while len(sentence) > (limit := self._limit()):
             cut = _cut_point(sentence, limit)
-            pieces.append(sentence[:cut].strip())
+            pieces.append(self._given(sentence[:cut].strip()))
             sentence = sentence[cut:].strip()
-            self._emitted += 1
         if sentence:
-            pieces.append(sentence)
-            self._emitted += 1
+            pieces.append(self._given(sentence))
         return [piece for piece in pieces if piece]
 
+    def _given(self, segment: str) -> str:
+        self._given_chars = (self._given_chars or 0) + len(segment)
+        return segment
+
     def _limit(self) -> int:
-        """The next segment's length limit. The first decides the time to first audio: it is kept short."""
-        if self._emitted == 0:
+        """The next segment's length limit. The first decides the time to first audio: it is kept short; growing,
+        each is at most twice all those before it (and twice the first's limit), whose audio plays while it is
+        decided and made."""
+        if self._given_chars is None:
             return self._first_max
-        return min(self._first_max << min(self._emitted, 16), self._max) if self._growing else self._max
+        return min(2 * max(self._given_chars, self._first_max), self._max) if self._growing else self._max
 
 
 def segment_text(text: str, *, first_segment_max_chars: int, max_segment_chars: int) -> list[str]:

@@ -108,10 +108,11 @@ def test_a_segment_comes_as_soon_as_it_is_decided() -> None:
     assert stream.end() == ["And a paragraph"]
 
 
-def test_a_growing_stream_doubles_its_limit_segment_by_segment() -> None:
+def test_a_growing_stream_limits_each_segment_to_twice_those_before_it() -> None:
     stream = SegmentStream(first_segment_max_chars=10, max_segment_chars=40, growing=True)
-    text = " ".join(["word"] * 40) + "."
-    assert [len(segment) for segment in stream.push(text) + stream.end()] == [9, 19, 39, 39, 39, 39, 10]
+    lengths = [len(segment) for segment in stream.push("Yes. " + " ".join(["word"] * 40) + ".") + stream.end()]
+    assert lengths[:4] == [4, 19, 39, 39]
+    assert all(length <= min(2 * max(sum(lengths[:n]), 10), 40) for n, length in enumerate(lengths) if n)
 
 
 def test_the_first_segment_of_each_response_is_short() -> None:
