@@ -66,8 +66,8 @@ class SegmentStream:
     followed by a space (not after an abbreviation or an initial, never a decimal point), a paragraph break (a
     blank line), or pending text past the segment limit (cut at its last clause, else word, boundary). The first
     segment of a response is cut at `first_segment_max_chars`, the rest at `max_segment_chars`; `growing` limits each
-    to twice the text of those before it instead (48, 96... up to `max_segment_chars`), for text that arrives as it
-    is written: each segment is then decided, and made, while the audio before it still plays. Whitespace
+    to about twice the text before it instead (48, 96... up to `max_segment_chars`), for text that arrives as it is
+    written: each segment is then decided, and made, while the audio before it still plays. Whitespace
     runs read as one space. Pending text is bounded by the segment limit, whatever arrives."""
 
     def __init__(self, *, first_segment_max_chars: int, max_segment_chars: int, growing: bool = False) -> None:
@@ -159,11 +159,12 @@ class SegmentStream:
 
     def _limit(self) -> int:
         """The next segment's length limit. The first decides the time to first audio: it is kept short; growing,
-        each is at most twice all those before it (and twice the first's limit), whose audio plays while it is
-        decided and made."""
-        if self._given_chars is None:
+        each is at most twice the text before it (or that plus the first's limit, after a short first sentence),
+        whose audio plays while it is decided and made."""
+        given = self._given_chars
+        if given is None:
             return self._first_max
-        return min(2 * max(self._given_chars, self._first_max), self._max) if self._growing else self._max
+        return min(max(2 * given, given + self._first_max), self._max) if self._growing else self._max
 
 
 def segment_text(text: str, *, first_segment_max_chars: int, max_segment_chars: int) -> list[str]:

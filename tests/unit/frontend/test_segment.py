@@ -111,8 +111,9 @@ def test_a_segment_comes_as_soon_as_it_is_decided() -> None:
 def test_a_growing_stream_limits_each_segment_to_twice_those_before_it() -> None:
     stream = SegmentStream(first_segment_max_chars=10, max_segment_chars=40, growing=True)
     lengths = [len(segment) for segment in stream.push("Yes. " + " ".join(["word"] * 40) + ".") + stream.end()]
-    assert lengths[:4] == [4, 19, 39, 39]
-    assert all(length <= min(2 * max(sum(lengths[:n]), 10), 40) for n, length in enumerate(lengths) if n)
+    assert lengths[:4] == [4, 9, 24, 39]
+    limits = [min(max(2 * sum(lengths[:n]), sum(lengths[:n]) + 10), 40) for n in range(1, len(lengths))]
+    assert all(length <= limit for length, limit in zip(lengths[1:], limits, strict=True))
 
 
 def test_the_first_segment_of_each_response_is_short() -> None:
