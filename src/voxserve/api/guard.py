@@ -58,6 +58,9 @@ class GuardMiddleware:
         self._options = options
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._guard_websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -71,6 +74,18 @@ class GuardMiddleware:
             await error_response(error, request_id_of(scope))(scope, receive, send)
             return
         await self._serve_bounded(scope, receive, send, limit)
+
+    async def _guard_websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A browser opens WebSockets to any site without asking (no CORS preflight): a handshake is held to the
+        Host and Origin rules of a state-changing request, and refused (403) before it is accepted."""
+        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope.get("headers", ())}
+        try:
+            self._check_host(headers.get("host"))
+            self._check_origin("WEBSOCKET", headers.get("origin"), headers.get("host"))
+        except VoxError:
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        await self.app(scope, receive, send)
 
     async def _serve_bounded(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         """Run the app on a body cut off at `limit`. Past it, whatever the app answers (it may have failed to

@@ -98,7 +98,8 @@ class AsgiSocket:
             "type": "websocket", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
             "scheme": "ws", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
             "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000), "subprotocols": [],
-            "headers": [(b"host", b"127.0.0.1:8000"), *(headers or [])],
+            "headers": headers if any(name == b"host" for name, _ in headers or []) else
+                       [(b"host", b"127.0.0.1:8000"), *(headers or [])],
         }  # fmt: skip
         self.task = asyncio.create_task(app(scope, self._incoming.get, self._outgoing.put))
 

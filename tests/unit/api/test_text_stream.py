@@ -139,6 +139,20 @@ def test_responses_play_in_order_and_bad_events_get_errors_without_closing(tmp_p
     asyncio.run(scenario())
 
 
+def test_a_page_from_another_origin_or_a_rebound_host_cannot_open_the_socket(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with running_app(settings(tmp_path), [FakeEngine()]) as (app, _):
+            for headers in ([(b"origin", b"https://evil.example")], [(b"host", b"evil.example")]):
+                refused = AsgiSocket(app, STREAM, headers)
+                assert await refused.receive() == {"type": "websocket.close", "code": 1008}
+            own = AsgiSocket(app, STREAM, [(b"origin", b"http://127.0.0.1:8000")])
+            await opened(own)
+            own.disconnect()
+            await asyncio.wait_for(own.task, READY_WAIT_S)
+
+    asyncio.run(scenario())
+
+
 def test_keys_and_scopes_apply_and_a_browser_may_offer_its_key_as_a_subprotocol(tmp_path: Path) -> None:
     engine = FakeEngine()
 
