@@ -78,11 +78,12 @@ async def _announce(uri: str) -> object:
     host = parts.hostname or "127.0.0.1"
     address = host if host not in ("0.0.0.0", "::") else socket.gethostbyname(socket.gethostname())
     info = ServiceInfo(
-        "_wyoming._tcp.local.", "voxserve._wyoming._tcp.local.", addresses=[socket.inet_aton(address)],
+        "_wyoming._tcp.local.", f"voxserve-{socket.gethostname()}._wyoming._tcp.local.",
+        addresses=[socket.inet_aton(address)],
         port=parts.port, server=f"{socket.gethostname()}.local.",
     )  # fmt: skip
     zeroconf = AsyncZeroconf()
-    await zeroconf.async_register_service(info)
+    await zeroconf.async_register_service(info, allow_name_change=True)  # two servers on one network
     return zeroconf
 
 
