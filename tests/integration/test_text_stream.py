@@ -174,3 +174,36 @@ def test_wyoming_serves_clients_at_once_and_a_client_that_leaves_has_its_work_ca
     while cancelled() < before + 1 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert cancelled() == before + 1
+
+
+def test_wyoming_answers_malformed_events_and_a_stream_left_open_without_dropping_the_client(
+    server: ServerProcess,
+) -> None:
+    async def session() -> list[Event]:
+        received: list[Event] = []
+        async with AsyncTcpClient("127.0.0.1", server.wyoming_port) as client:
+            writer = client._writer
+            assert writer is not None
+            writer.write(b'{"type": "synthesize", "data_length": 2}\n[]')  # data that is not an object
+            writer.write(b"not json at all\n")
+            await client.write_event(Event(type="synthesize", data={"voice": None}))  # no text
+            await client.write_event(Event(type="synthesize-chunk", data={"text": 5}))
+            for _ in range(4):
+                received.append(await asyncio.wait_for(client.read_event(), 10))
+            # A stream its client never stops: the next one ends it, and both are spoken.
+            await client.write_event(SynthesizeStart(voice=SynthesizeVoice(name=VOICE)).event())
+            await client.write_event(SynthesizeChunk(text="First stream. ").event())
+            await client.write_event(SynthesizeStart(voice=SynthesizeVoice(name=VOICE)).event())
+            await client.write_event(SynthesizeChunk(text="Second stream.").event())
+            await client.write_event(SynthesizeStop().event())
+            while (event := await asyncio.wait_for(client.read_event(), 60)) is not None:
+                received.append(event)
+                if SynthesizeStopped.is_type(event.type):
+                    break
+        return received
+
+    events = asyncio.run(session())
+    assert [Error.from_event(event).code for event in events[:4]] == ["invalid_event"] * 4
+    kinds = [event.type for event in events[4:]]
+    assert kinds.count("audio-start") == kinds.count("audio-stop") == 2
+    assert kinds[-1] == "synthesize-stopped"

@@ -10,13 +10,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, suppress
 from typing import TypeVar
 
-from fastapi import Request, Response
+from fastapi import Request, Response, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 from starlette.types import Scope, Send
 
 from voxserve.api.errors import error_response
 from voxserve.api.state import get_trace
 from voxserve.errors import ClientDisconnectedError, VoxError
+from voxserve.obs.telemetry import Telemetry
 from voxserve.service.response import AudioResponse
 
 T = TypeVar("T")
@@ -115,3 +116,33 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
 async def _disconnect(request: Request) -> None:
     while (await request.receive())["type"] != "http.disconnect":
         pass
+
+
+async def play_streamed(
+    response: AudioResponse, route: str, telemetry: Telemetry, send: Callable[[bytes], Awaitable[None]]
+) -> None:
+    """A streamed-text response (WebSocket, Wyoming) played through `send`, piece by piece, and recorded under
+    `route` with how it ended: 499 when it was cancelled or its client left (`ClientDisconnectedError`), a
+    `VoxError`'s status when it failed (raised for the caller to report), 500 for anything else (logged under the
+    response's id and raised as a `VoxError` that shows none of it)."""
+    trace = response.trace
+    status = 200
+    try:
+        async with aclosing(response.encoded()) as pieces:
+            async for piece in pieces:
+                await send(piece)
+    except asyncio.CancelledError:
+        status = 499
+        raise
+    except (ConnectionError, WebSocketDisconnect) as exc:
+        status = 499
+        raise ClientDisconnectedError("the client went away") from exc
+    except VoxError as error:
+        status = error.status_code
+        raise
+    except Exception as exc:
+        status = 500
+        logger.exception("response %s on %s failed", trace.request_id, route, exc_info=exc)
+        raise VoxError("internal server error") from exc
+    finally:
+        telemetry.observe(route, status, trace, trace.elapsed_s())

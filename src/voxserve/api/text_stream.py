@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from contextlib import aclosing, suppress
+from contextlib import suppress
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -20,7 +20,15 @@ from voxserve.api.access import UNLIMITED
 from voxserve.api.errors import shown_error
 from voxserve.api.protocol import MAX_INSTRUCTIONS_CHARS, ResponseFormat, VoiceRef
 from voxserve.api.state import AppState, sane_request_id
-from voxserve.errors import AuthenticationError, InvalidRequestError, NotReadyError, VoxError
+from voxserve.api.streaming import play_streamed
+from voxserve.errors import (
+    AuthenticationError,
+    ClientDisconnectedError,
+    ConflictError,
+    InvalidRequestError,
+    NotReadyError,
+    VoxError,
+)
 from voxserve.obs.trace import RequestTrace
 from voxserve.service.access import Principal
 from voxserve.service.bootstrap import Services
@@ -32,7 +40,8 @@ router = APIRouter()
 logger = logging.getLogger(__name__)
 ROUTE = "websocket"
 KEY_PROTOCOL = "voxserve-key."  # a browser cannot set headers on a WebSocket: it offers its key as a subprotocol
-MAX_MESSAGE_CHARS = 65_536
+MAX_MESSAGE_CHARS = 16_384  # a message's text is filtered and segmented on the event loop: keep each bounded
+MAX_RESPONSES = 4  # responses playing or waiting to, per connection
 
 
 class SessionSettings(BaseModel):
@@ -74,7 +83,7 @@ ClientEvent = TypeAdapter(Annotated[SessionUpdate | TextAppend | TextControl, Fi
 @router.websocket("/v1/audio/speech/stream")
 async def speech_stream(websocket: WebSocket) -> None:
     state: AppState = websocket.app.state.voxserve
-    request_id = sane_request_id(websocket.headers.get("x-request-id")) or ""
+    request_id = sane_request_id(websocket.headers.get("x-request-id")) or RequestTrace(None, enabled=False).request_id
     offered = [protocol.strip() for protocol in websocket.headers.get("sec-websocket-protocol", "").split(",")]
     await websocket.accept(subprotocol="voxserve" if "voxserve" in offered else None)
     try:
@@ -84,7 +93,7 @@ async def speech_stream(websocket: WebSocket) -> None:
         await websocket.close(1008 if isinstance(error, AuthenticationError) else 1013)
         return
     try:
-        await _Connection(websocket, services, principal, lease).run()
+        await _Connection(websocket, services, principal, lease, request_id).run()
     finally:
         lease.release()
 
@@ -106,15 +115,18 @@ def _admit(state: AppState, websocket: WebSocket, offered: list[str]) -> tuple[S
 
 
 class _Connection:
-    """One WebSocket: reads the client's events and plays its responses in order. Sends go through one lock, so
-    events and audio frames never interleave mid-message."""
+    """One WebSocket: reads the client's events and plays its responses in order, each after the one before.
+    Sends go through one lock, so events and audio frames never interleave mid-message."""
 
-    def __init__(self, websocket: WebSocket, services: Services, principal: Principal, lease: Lease) -> None:
+    def __init__(
+        self, websocket: WebSocket, services: Services, principal: Principal, lease: Lease, connection_id: str
+    ) -> None:
         self._websocket = websocket
         self._services = services
         self._lease = lease
+        self._id = connection_id
         self._send_lock = asyncio.Lock()
-        self._playing: list[asyncio.Task[None]] = []
+        self._playing: list[asyncio.Task[None]] = []  # in order; each waits for the one before it
         default = services.speech.registry.default_voice.id
         job = SpeechJob(text="", voice=default, response_format="pcm", caller=principal.caller, use_cache=False)
         self._session = TextSpeechSession(services.speech, services.text_stream, job, services.telemetry.new_trace)
@@ -124,14 +136,15 @@ class _Connection:
         idle_s = self._services.text_stream.idle_timeout_s
         try:
             while True:
-                async with asyncio.timeout(idle_s):
+                # A client listening to a long reply sends nothing, and is not idle.
+                async with asyncio.timeout(None if self._playing else idle_s):
                     message = await self._websocket.receive()
                 if message["type"] == "websocket.disconnect":
                     return
                 try:
                     await self._handle(message)
                 except VoxError as error:
-                    await self._send({"type": "error", **shown_error(error, "")})
+                    await self._send({"type": "error", **shown_error(error, self._id)})
         except TimeoutError:
             await self._send({"type": "error", **InvalidRequestError(
                 f"no message for {idle_s:g} s; closing", code="idle_timeout").to_dict()})  # fmt: skip
@@ -139,9 +152,7 @@ class _Connection:
         except WebSocketDisconnect:
             return
         finally:
-            for task in self._playing:
-                task.cancel()
-            await asyncio.gather(*self._playing, return_exceptions=True)
+            await self._stop_playing()
 
     async def _handle(self, message: dict[str, object]) -> None:
         text = message.get("text")
@@ -158,6 +169,10 @@ class _Connection:
             session.update(**event.session.fields())
             await self._send({"type": "session.updated", "session": self._settings()})
         elif isinstance(event, TextAppend):
+            if session.response is None and len(self._playing) >= MAX_RESPONSES:
+                raise ConflictError(f"at most {MAX_RESPONSES} responses may wait to play; cancel, or wait for done",
+                                    code="too_many_responses")  # fmt: skip
+            session.check(event.text)
             self._lease.charge(len(event.text))
             opened, _ = session.append(event.text)
             if opened is not None:
@@ -168,10 +183,7 @@ class _Connection:
             session.end()
         else:
             session.cancel()
-            playing, self._playing = self._playing, []
-            for task in playing:
-                task.cancel()
-            await asyncio.gather(*playing, return_exceptions=True)
+            await self._stop_playing()
 
     def _settings(self) -> dict[str, object]:
         job = self._session.job
@@ -179,58 +191,61 @@ class _Connection:
                 "instructions": job.instructions, "timestamps": job.timestamps}  # fmt: skip
 
     def _play(self, streamed: StreamedSpeech) -> None:
-        """Plays `streamed` once the responses before it have played."""
-        before = list(self._playing)
+        """Plays `streamed` once the response before it has played."""
+        before = self._playing[-1] if self._playing else None
         task = asyncio.create_task(self._send_response(streamed, before))
         self._playing.append(task)
         task.add_done_callback(lambda done: done in self._playing and self._playing.remove(done))
 
-    async def _send_response(self, streamed: StreamedSpeech, before: list[asyncio.Task[None]]) -> None:
-        await asyncio.gather(*before, return_exceptions=True)
+    async def _stop_playing(self) -> None:
+        playing, self._playing = self._playing, []
+        for task in playing:
+            task.cancel()
+        await asyncio.gather(*playing, return_exceptions=True)
+
+    async def _send_response(self, streamed: StreamedSpeech, before: asyncio.Task[None] | None) -> None:
+        if before is not None:
+            await asyncio.gather(before, return_exceptions=True)
         response = streamed.response
-        trace = response.trace
-        response_id = trace.request_id
-        status, outcome = 200, "completed"
-        announced = timed = 0
+        response_id = response.trace.request_id
+        progress = [0, 0]  # segments announced, timestamps sent
+
+        async def send(piece: bytes) -> None:
+            await self._segment_events(streamed, progress)
+            await self._send_bytes(piece)
+
         try:
-            async with aclosing(response.encoded()) as pieces:
-                async for piece in pieces:
-                    announced, timed = await self._segment_events(streamed, response_id, announced, timed)
-                    await self._send_bytes(piece)
-            await self._segment_events(streamed, response_id, announced, timed)
-            if announced or streamed.started:
+            await play_streamed(response, ROUTE, self._services.telemetry, send)
+            await self._segment_events(streamed, progress)
+            if streamed.started:
                 await self._send({"type": "segment.done", "response_id": response_id,
                                   "segment": len(streamed.started) - 1})  # fmt: skip
+            outcome = "completed"
         except asyncio.CancelledError:
-            status, outcome = 499, "cancelled"
             with suppress(Exception):
-                await asyncio.shield(self._send(_done(response_id, trace, outcome)))
+                await asyncio.shield(self._send(_done(response_id, response.trace, "cancelled")))
             raise
+        except ClientDisconnectedError:
+            return
         except VoxError as error:
-            status, outcome = error.status_code, "failed"
+            outcome = "failed"
             await self._send({"type": "error", "response_id": response_id, **shown_error(error, response_id)})
-        except WebSocketDisconnect:
-            status, outcome = 499, "cancelled"
-        finally:
-            self._services.telemetry.observe(ROUTE, status, trace, trace.elapsed_s())
-        if outcome != "cancelled":
-            await self._send(_done(response_id, trace, outcome))
+        with suppress(WebSocketDisconnect, RuntimeError, ConnectionError):  # the client may have gone meanwhile
+            await self._send(_done(response_id, response.trace, outcome))
 
-    async def _segment_events(
-        self, streamed: StreamedSpeech, response_id: str, announced: int, timed: int
-    ) -> tuple[int, int]:
+    async def _segment_events(self, streamed: StreamedSpeech, progress: list[int]) -> None:
         """Events for the segments whose audio starts in the frame about to be sent: the one before is done,
         this one starts (with its timestamps when the session asked for them)."""
-        for started in streamed.started[announced:]:
+        response_id = streamed.response.trace.request_id
+        for started in streamed.started[progress[0] :]:
             if started.index > 0:
                 await self._send({"type": "segment.done", "response_id": response_id, "segment": started.index - 1})
             await self._send({"type": "segment.started", "response_id": response_id, "segment": started.index,
                               "text": started.text, "start_s": round(started.start_s, 6)})  # fmt: skip
-            announced += 1
-        for segment in (streamed.response.timestamps or [])[timed:]:
+            progress[0] += 1
+        for segment in (streamed.response.timestamps or [])[progress[1] :]:
             await self._send({"type": "timestamps", "response_id": response_id, **segment.as_dict(streamed.level)})
-            timed += 1
-        return announced, timed
+            progress[1] += 1
 
     async def _send(self, event: dict[str, object]) -> None:
         async with self._send_lock:

@@ -17,8 +17,9 @@ import asyncio
 import json
 import logging
 import socket
-from contextlib import aclosing, suppress
+from contextlib import suppress
 from functools import partial
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
@@ -30,19 +31,22 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 
 from voxserve import __version__
 from voxserve.api.errors import shown_error
-from voxserve.errors import InvalidRequestError, VoxError
+from voxserve.api.streaming import play_streamed
+from voxserve.audio.encode import PCM_RATE_HZ
+from voxserve.errors import ClientDisconnectedError, InvalidRequestError, VoxError
+from voxserve.obs.trace import RequestTrace
 from voxserve.service.bootstrap import Services
 from voxserve.service.speech import SpeechJob, StreamedSpeech
 from voxserve.service.text_stream import TextSpeechSession
 from voxserve.types import Caller
 
 logger = logging.getLogger(__name__)
+E = TypeVar("E")
 ROUTE = "wyoming"
 CALLER = Caller(key_id="wyoming", admin=False)
-RATE, WIDTH, CHANNELS = 24_000, 2, 1  # what the `pcm` encoder gives
-MAX_CHUNK_BYTES = RATE * WIDTH // 2  # half a second per audio-chunk event
+WIDTH, CHANNELS = 2, 1  # the `pcm` encoder's 16-bit mono, at PCM_RATE_HZ
+MAX_CHUNK_BYTES = PCM_RATE_HZ * WIDTH // 2  # half a second per audio-chunk event
 MAX_EVENT_BYTES = 1 << 20  # a header's data or payload past this is read and dropped
-_HEADER_LIMIT = 64 * 1024
 ATTRIBUTION = Attribution(name="voxserve", url="https://github.com/voxserve/voxserve")
 
 
@@ -69,22 +73,39 @@ class WyomingServer:
                 await self._announcement.async_close()  # type: ignore[attr-defined]
 
 
-async def _announce(uri: str) -> object:
-    """Home Assistant discovers Wyoming servers by this zeroconf service."""
+async def _announce(uri: str) -> object | None:
+    """Home Assistant discovers Wyoming servers by this zeroconf service; a server it cannot announce (a Unix
+    socket, no network) serves all the same, with a warning."""
     from zeroconf import ServiceInfo
     from zeroconf.asyncio import AsyncZeroconf
 
     parts = urlsplit(uri)
+    if parts.scheme != "tcp" or parts.port is None:
+        logger.warning("wyoming_zeroconf needs a tcp:// wyoming_uri; %s is not announced", uri)
+        return None
     host = parts.hostname or "127.0.0.1"
-    address = host if host not in ("0.0.0.0", "::") else socket.gethostbyname(socket.gethostname())
-    info = ServiceInfo(
-        "_wyoming._tcp.local.", f"voxserve-{socket.gethostname()}._wyoming._tcp.local.",
-        addresses=[socket.inet_aton(address)],
-        port=parts.port, server=f"{socket.gethostname()}.local.",
-    )  # fmt: skip
-    zeroconf = AsyncZeroconf()
-    await zeroconf.async_register_service(info, allow_name_change=True)  # two servers on one network
+    try:
+        if host in ("0.0.0.0", "::"):
+            address = await asyncio.to_thread(_lan_address)
+        else:
+            address = (await asyncio.to_thread(socket.getaddrinfo, host, parts.port))[0][4][0]
+        name = socket.gethostname()
+        info = ServiceInfo("_wyoming._tcp.local.", f"voxserve-{name}._wyoming._tcp.local.",
+                           parsed_addresses=[str(address)], port=parts.port, server=f"{name}.local.")  # fmt: skip
+        zeroconf = AsyncZeroconf()
+        await zeroconf.async_register_service(info, allow_name_change=True)  # two servers on one network
+    except (OSError, ValueError) as exc:
+        logger.warning("could not announce %s over zeroconf: %s", uri, exc)
+        return None
     return zeroconf
+
+
+def _lan_address() -> str:
+    """The address this host reaches the local network from (a UDP socket's route; nothing is sent), not a name
+    lookup, which on many hosts answers 127.0.1.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("224.0.0.251", 5353))
+        return str(probe.getsockname()[0])
 
 
 class _Handler(AsyncEventHandler):
@@ -101,20 +122,22 @@ class _Handler(AsyncEventHandler):
         self._muted = False  # a stream whose voice failed: its text is not spoken
         self._playing: asyncio.Task[None] | None = None
         self._write_lock = asyncio.Lock()
+        self._id = RequestTrace(None, enabled=False).request_id  # the connection's, for errors outside a response
 
     async def run(self) -> None:
         """Wyoming's read loop, with bounds: an idle client is let go, and an event's data and payload are
         limited in size (an oversized one is read past and answered with an error)."""
+        idle_s = self._services.text_stream.idle_timeout_s
         try:
             while True:
-                async with asyncio.timeout(self._services.text_stream.idle_timeout_s):
+                playing = self._playing is not None and not self._playing.done()
+                async with asyncio.timeout(None if playing else idle_s):  # a client listening is not idle
                     event = await self._read_event()
                 if event is None:
                     break
-                if isinstance(event, VoxError):
-                    await self._error(event)
-                    continue
                 try:
+                    if isinstance(event, VoxError):
+                        raise event
                     await self.handle_event(event)
                 except VoxError as error:
                     await self._error(error)
@@ -128,20 +151,23 @@ class _Handler(AsyncEventHandler):
         if Describe.is_type(event.type):
             await self._write(self._info().event())
         elif Synthesize.is_type(event.type) and not self._streaming:  # in a stream: the copy for older servers
-            await self._synthesize(Synthesize.from_event(event))
+            await self._synthesize(_parsed(Synthesize, event))
         elif SynthesizeStart.is_type(event.type):
+            start = _parsed(SynthesizeStart, event)
+            self._session.end()  # a stream left open by its client ends where the next begins
             await self._finish_playing()
             self._streaming, self._muted = True, False
             try:
-                self._use_voice(SynthesizeStart.from_event(event).voice)
+                self._use_voice(start.voice)
             except VoxError:
                 self._muted = True  # the stream is answered with its error, then silence until it stops
                 raise
         elif SynthesizeChunk.is_type(event.type):
+            chunk = _parsed(SynthesizeChunk, event)
             if not self._streaming:
                 raise InvalidRequestError("synthesize-chunk comes after synthesize-start", code="no_stream")
             if not self._muted:
-                self._speak(SynthesizeChunk.from_event(event).text)
+                self._speak(chunk.text)
         elif SynthesizeStop.is_type(event.type):
             self._streaming = False
             self._session.end()
@@ -186,38 +212,31 @@ class _Handler(AsyncEventHandler):
     def _speak(self, text: str) -> None:
         opened, _ = self._session.append(text)
         if opened is not None:
-            self._playing = asyncio.create_task(self._play(opened, self._streaming))
+            self._playing = asyncio.create_task(self._play(opened))
 
     async def _finish_playing(self) -> None:
         if self._playing is not None:
             await asyncio.gather(self._playing, return_exceptions=True)
             self._playing = None
 
-    async def _play(self, streamed: StreamedSpeech, streaming: bool) -> None:
-        """One response: `audio-start`, its audio in chunks as segments finish, `audio-stop` (after the stream's
-        last text, for a stream)."""
+    async def _play(self, streamed: StreamedSpeech) -> None:
+        """One response: `audio-start`, its audio in chunks as segments finish, `audio-stop`."""
         response = streamed.response
-        trace = response.trace
-        status = 200
+
+        async def send(piece: bytes) -> None:
+            for start in range(0, len(piece), MAX_CHUNK_BYTES):
+                await self._write(
+                    AudioChunk(PCM_RATE_HZ, WIDTH, CHANNELS, piece[start : start + MAX_CHUNK_BYTES]).event()
+                )
+
         try:
-            await self._write(AudioStart(RATE, WIDTH, CHANNELS).event())
-            async with aclosing(response.encoded()) as pieces:
-                async for piece in pieces:
-                    for start in range(0, len(piece), MAX_CHUNK_BYTES):
-                        chunk = piece[start : start + MAX_CHUNK_BYTES]
-                        await self._write(AudioChunk(RATE, WIDTH, CHANNELS, chunk).event())
-            await self._write(AudioStop().event())
-        except asyncio.CancelledError:
-            status = 499
-            raise
+            await self._write(AudioStart(PCM_RATE_HZ, WIDTH, CHANNELS).event())
+            await play_streamed(response, ROUTE, self._services.telemetry, send)
+        except ClientDisconnectedError:
+            return
         except VoxError as error:
-            status = error.status_code
-            await self._error(error)
-            await self._write(AudioStop().event())
-        except ConnectionError:
-            status = 499
-        finally:
-            self._services.telemetry.observe(ROUTE, status, trace, trace.elapsed_s())
+            await self._error(error, response.trace.request_id)
+        await self._write(AudioStop().event())
 
     def _info(self) -> Info:
         """Every voice a Wyoming client may use: the built-in ones (a multi-speaker voice once, with its speakers)
@@ -271,7 +290,7 @@ class _Handler(AsyncEventHandler):
         if data_length:
             try:
                 data = {**data, **json.loads(await self.reader.readexactly(data_length))}
-            except ValueError:
+            except (ValueError, TypeError):
                 await self._skip(payload_length)
                 return InvalidRequestError("an event's data must be a JSON object", code="invalid_event")
         payload = await self.reader.readexactly(payload_length) if payload_length else None
@@ -284,11 +303,30 @@ class _Handler(AsyncEventHandler):
                 return
             count -= len(dropped)
 
-    async def _error(self, error: VoxError) -> None:
-        shown = shown_error(error, "")["error"]
+    async def _error(self, error: VoxError, request_id: str | None = None) -> None:
+        shown = shown_error(error, request_id or self._id)["error"]
         assert isinstance(shown, dict)
         await self._write(Error(text=str(shown["message"]), code=str(shown["code"])).event())
 
     async def _write(self, event: Event) -> None:
+        """One event out; a client that stops reading for the idle timeout is taken as gone."""
         async with self._write_lock:
-            await async_write_event(event, self.writer)
+            try:
+                async with asyncio.timeout(self._services.text_stream.idle_timeout_s):
+                    await async_write_event(event, self.writer)
+            except TimeoutError as exc:
+                self.writer.close()
+                raise ConnectionResetError("the client stopped reading") from exc
+
+
+def _parsed(kind: type[E], event: Event) -> E:
+    """`kind` from `event`, or `InvalidRequestError` for an event that does not fit it (no text, a voice that
+    is not an object, text that is not a string)."""
+    try:
+        parsed = kind.from_event(event)  # type: ignore[attr-defined]
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InvalidRequestError(f"a {event.type} event must carry its fields", code="invalid_event") from exc
+    text = getattr(parsed, "text", "")
+    if not isinstance(text, str):
+        raise InvalidRequestError(f"a {event.type} event's text must be a string", code="invalid_event")
+    return parsed

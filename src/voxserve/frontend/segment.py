@@ -22,6 +22,8 @@ _SENTENCE_END = re.compile(r"""(?<=[.!?…])(["'”’)\]]*)\s+""")
 _CLAUSE_END = re.compile(r"""[,;:—–]["'”’)\]]*\s+""")
 _WHITESPACE = re.compile(r"\s+")
 _LINE_BREAKS = re.compile(r"(\s*\n\s*)")
+# Longer than any abbreviation: a word that long can be neither one nor an initial, whatever came before.
+_WORD_HEAD_CHARS = 8
 
 
 def _sentence_ends(text: str, word_head: str = "") -> list[tuple[int, int]]:
@@ -66,8 +68,9 @@ class SegmentStream:
     followed by a space (not after an abbreviation or an initial, never a decimal point), a paragraph break (a
     blank line), or pending text past the segment limit (cut at its last clause, else word, boundary). The first
     segment of a response is cut at `first_segment_max_chars`, the rest at `max_segment_chars`; `growing` limits each
-    to about twice the text before it instead (48, 96... up to `max_segment_chars`), for text that arrives as it is
-    written: each segment is then decided, and made, while the audio before it still plays. Whitespace
+    instead to twice the text before it, or that text plus `first_segment_max_chars` when it is short (24, 48, 144,
+    then `max_segment_chars` when every cut falls at its limit), for text that arrives as it is written: each segment
+    is then decided, and made, while the audio before it still plays. Whitespace
     runs read as one space. Pending text is bounded by the segment limit, whatever arrives."""
 
     def __init__(self, *, first_segment_max_chars: int, max_segment_chars: int, growing: bool = False) -> None:
@@ -135,9 +138,8 @@ class SegmentStream:
             head, self._pending = self._pending[:cut], self._pending[cut:]
             # A cut inside one enormous word: whether a period later ends a sentence depends on the whole word.
             split_word = not head[-1].isspace() and not self._pending[0].isspace()
-            self._word_head = (
-                (self._word_head if " " not in head else "") + head.rsplit(" ", 1)[-1] if split_word else ""
-            )
+            word = (self._word_head if " " not in head else "") + head.rsplit(" ", 1)[-1] if split_word else ""
+            self._word_head = word[-_WORD_HEAD_CHARS:]
             segments.append(self._given(head.strip()))
             self._pending = self._pending.lstrip()
         return [segment for segment in segments if segment]

@@ -77,7 +77,7 @@ class Reservation:
     def __init__(self, queue: SegmentQueue, segments: int, on_withdrawn: Callable[[], None]) -> None:
         self._queue = queue
         self._held = segments
-        self._jobs: list[Job] = []
+        self._jobs: dict[Future[SegmentAudio], Job] = {}  # submitted and not yet taken back by `finished`
         self._on_withdrawn = on_withdrawn  # counts a segment taken out of the queue unrun
         self._closed = False
         self._lock = threading.Lock()
@@ -89,13 +89,19 @@ class Reservation:
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            jobs, self._jobs = self._jobs, []
+            jobs, self._jobs = list(self._jobs.values()), {}
             self._queue.release(self._held)
             self._held = 0
         for job in jobs:
             # Out of the queue now, not once a worker reaches it (long after a hang-up, under load).
             if job.future.cancel() and self._queue.withdraw(job):
                 self._on_withdrawn()
+
+    def finished(self, future: Future[SegmentAudio]) -> None:
+        """The request has taken `future`'s audio: the reservation lets go of it (a long stream would otherwise hold
+        every segment's audio until it ends)."""
+        with self._lock:
+            self._jobs.pop(future, None)
 
     def __enter__(self) -> Reservation:
         return self
@@ -110,7 +116,7 @@ class Reservation:
             if self._closed:
                 job.future.cancel()
                 return
-            self._jobs.append(job)
+            self._jobs[job.future] = job
             reserved = self._held > 0
             self._held -= reserved
             self._queue.put(job, due, reserved=reserved)

@@ -121,7 +121,9 @@ class SegmentFeed:
         self._closed = closed
         self._changed = asyncio.Event()
         self.lookahead = lookahead
-        self.admitted = max(len(self._items), 1)  # the queue room a response asks for when it starts
+        self.streaming = not closed  # its segments' deadlines run from when each is queued, not from the start
+        # The queue room a response asks for when it starts: all its segments, or as many as it may queue ahead.
+        self.admitted = lookahead if self.streaming and lookahead else max(len(self._items), 1)
 
     @property
     def closed(self) -> bool:
@@ -197,6 +199,7 @@ class _SpeechAudio:
                         raise item
                     prepared, future, deadline = item
                     audio = await self._result(future, deadline)
+                    reservation.finished(future)
                     if room is not None:
                         room.release()
                     ready = await self._join(audio.samples, joiner, windows)
@@ -241,7 +244,9 @@ class _SpeechAudio:
                 break
             with self.trace.stage("phonemize", segment=index):
                 prepared = self._engine.prepare(params)
-            deadline = decided_at + self._plan.timeout_s
+            # A stream's segment may wait in its feed while earlier audio plays (the lookahead): its time runs
+            # from when it is queued. A request's segments share the request's deadline.
+            deadline = (time.perf_counter() if self._feed.streaming else decided_at) + self._plan.timeout_s
             future = self._plan.scheduler.submit(
                 self._engine, prepared, self.trace,
                 priority=Priority.FIRST_SEGMENT if index == 0 else Priority.LATER_SEGMENT,

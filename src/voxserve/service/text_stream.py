@@ -53,13 +53,17 @@ class TextSpeechSession:
         self._speech.open_stream(job, self._new_trace(), lookahead=self._options.lookahead)
         self.job = job
 
-    def append(self, text: str) -> tuple[StreamedSpeech | None, list[str]]:
-        """Speaks `text` after what came before. Returns the response it opened (`None` when one was open
-        already) and the segments it decided. `InputTooLongError` past `max_response_chars`."""
+    def check(self, text: str) -> None:
+        """`InputTooLongError` if `text` would take the open response past `max_response_chars`."""
         if self._chars + len(text) > self._options.max_response_chars:
             raise InputTooLongError(
                 f"a response takes at most {self._options.max_response_chars} characters", param="text"
             )
+
+    def append(self, text: str) -> tuple[StreamedSpeech | None, list[str]]:
+        """Speaks `text` after what came before. Returns the response it opened (`None` when one was open
+        already) and the segments it decided. Raises what `check` raises."""
+        self.check(text)
         opened = None
         if self.response is None:
             trace = self._new_trace()

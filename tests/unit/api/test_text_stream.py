@@ -171,3 +171,27 @@ def test_keys_and_scopes_apply_and_a_browser_may_offer_its_key_as_a_subprotocol(
             await asyncio.wait_for(keyed.task, READY_WAIT_S)
 
     asyncio.run(scenario())
+
+
+def test_a_session_queues_a_bounded_number_of_responses(tmp_path: Path) -> None:
+    engine = FakeEngine()
+
+    async def scenario() -> None:
+        async with running_app(settings(tmp_path), [engine]) as (app, _):
+            engine.gate.clear()
+            socket = AsgiSocket(app, STREAM)
+            await opened(socket)
+            for n in range(4):
+                socket.send({"type": "input_text.append", "text": f"Reply {n}."})
+                socket.send({"type": "input_text.end"})
+            socket.send({"type": "input_text.append", "text": "One too many."})
+            refused = await socket.event()
+            assert refused["error"]["code"] == "too_many_responses"
+            engine.gate.set()
+            for n in range(4):
+                events, _ = await socket.until("done")
+                assert [e["text"] for e in events if e["type"] == "segment.started"] == [f"Reply {n}."]
+            socket.disconnect()
+            await asyncio.wait_for(socket.task, READY_WAIT_S)
+
+    asyncio.run(scenario())
