@@ -7,7 +7,9 @@ here from its first bytes and opened with that one demuxer, or refused."""
 
 from __future__ import annotations
 
+import bisect
 import io
+from collections.abc import Callable
 
 import av
 import numpy as np
@@ -58,6 +60,38 @@ def decode_audio(
     if len(audio.samples) == 0:
         raise InvalidRequestError(f"{param}: the audio contains no samples", param=param, code="empty_audio")
     return audio
+
+
+def audio_by_bytes(data: bytes, content_type: str = "") -> Callable[[int], float]:
+    """How many seconds of a streamed response a player can have played once its first `n` bytes have arrived:
+    raw PCM by its samples, a container by the packets that end within those bytes (their positions and times,
+    read by the same one demuxer `decode_audio` would use). `InvalidRequestError` for what `decode_audio` refuses."""
+    if content_type.split(";")[0].strip() == "audio/pcm":
+        return lambda count: count // 2 / PCM_RATE_HZ
+    _refuse_known_non_audio(data, "body")
+    ends: list[int] = []
+    times: list[float] = []
+    try:
+        with av.open(
+            io.BytesIO(data), format=_demuxer(data, "body"), container_options=_CONTAINER_OPTIONS
+        ) as container:
+            stream = _audio_stream(container, "body")
+            first = None
+            for packet in container.demux(stream):
+                if packet.size and packet.pts is not None and packet.pos is not None and packet.pos >= 0:
+                    first = packet.pts if first is None else first
+                    ends.append(packet.pos + packet.size)
+                    times.append(float((packet.pts - first + (packet.duration or 0)) * stream.time_base))
+    except (av.error.FFmpegError, ValueError) as exc:
+        raise _invalid("body", f"cannot read the audio's packets: {exc}") from exc
+    order = sorted(range(len(ends)), key=ends.__getitem__)
+    ends, times = [ends[i] for i in order], list(np.maximum.accumulate([times[i] for i in order] or [0.0]))
+
+    def seconds(count: int) -> float:
+        packets = bisect.bisect_right(ends, count)
+        return times[packets - 1] if packets else 0.0
+
+    return seconds
 
 
 def _demuxer(data: bytes, param: str) -> str:

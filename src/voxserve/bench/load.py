@@ -14,7 +14,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from voxserve.audio.decode import decode_audio
+from voxserve.audio.decode import audio_by_bytes, decode_audio
+from voxserve.bench.playback import playback_stalls
 from voxserve.bench.records import RequestRecord
 from voxserve.errors import ConfigError, VoxError
 
@@ -63,19 +64,22 @@ class _Response:
     record: RequestRecord
     body: bytes = b""
     content_type: str = ""
+    arrivals: list[tuple[float, int]] = field(default_factory=list)  # seconds from the start, bytes so far
 
 
 async def _one_request(client: httpx.AsyncClient, target: Target, text: str, level_start: float) -> _Response:
     started = time.perf_counter()
     result = _Response(RequestRecord(text_chars=len(text), started_at_s=started - level_start))
-    record, arrivals, pieces = result.record, [], []
+    record, arrivals, pieces = result.record, result.arrivals, []
+    received = 0
     try:
         async with client.stream("POST", target.url, json=target.body(text), headers=target.headers) as response:
             record.status = response.status_code
             result.content_type = response.headers.get("content-type", "")
             async for piece in response.aiter_raw():
                 if piece:
-                    arrivals.append(time.perf_counter() - started)
+                    received += len(piece)
+                    arrivals.append((time.perf_counter() - started, received))
                     pieces.append(piece)
     except httpx.HTTPError as exc:
         record.error = f"{type(exc).__name__}: {exc}"
@@ -83,21 +87,27 @@ async def _one_request(client: httpx.AsyncClient, target: Target, text: str, lev
     result.body = b"".join(pieces)
     record.body_bytes = len(result.body)
     if arrivals:
-        record.ttfa_s = arrivals[0]
-        record.max_gap_s = max((later - earlier for earlier, later in itertools.pairwise(arrivals)), default=0.0)
+        record.ttfa_s = arrivals[0][0]
+        record.max_gap_s = max((later - earlier for (earlier, _), (later, _) in itertools.pairwise(arrivals)),
+                               default=0.0)  # fmt: skip
     if record.error is None and record.status != 200:
         record.error = f"HTTP {record.status}: {result.body[:200].decode(errors='replace')}"
     return result
 
 
 def _measure_audio(responses: Sequence[_Response]) -> None:
-    """Decode after the level, so the client's decoding does not compete with the server while it is measured."""
+    """Decode after the level, so the client's decoding does not compete with the server while it is measured:
+    each response's audio, and what a real-time player would have heard of it (`playback_stalls`)."""
     for response in responses:
-        if response.record.error is None:
+        record = response.record
+        if record.error is None:
             try:
-                response.record.audio_s = decode_audio(response.body, response.content_type).duration_s
+                record.audio_s = decode_audio(response.body, response.content_type).duration_s
+                audio_at = audio_by_bytes(response.body, response.content_type)
             except VoxError as exc:
-                response.record.error = f"undecodable response: {exc.message}"
+                record.error = f"undecodable response: {exc.message}"
+                continue
+            record.stalls, record.stall_s = playback_stalls(response.arrivals, audio_at)
 
 
 async def run_level(

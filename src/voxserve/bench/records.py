@@ -19,6 +19,8 @@ class RequestRecord:
     audio_s: float = 0.0
     body_bytes: int = 0
     max_gap_s: float = 0.0
+    stalls: int = 0  # times a real-time player starting at the first audio ran dry (`bench.playback`)
+    stall_s: float = 0.0  # how long it waited in all
     error: str | None = None
     started_at_s: float = 0.0
 
@@ -44,6 +46,9 @@ class LevelSummary:
     ttfa_s: dict[str, float]
     max_gap_s_p95: float | None
     chars_per_s: float
+    stalls: int = 0
+    stall_s: float = 0.0
+    requests_with_stall: int = 0
     server: ResourceUsage = field(default_factory=ResourceUsage)
     client: ResourceUsage = field(default_factory=ResourceUsage)
 
@@ -73,4 +78,7 @@ def summarize(concurrency: int, records: Sequence[RequestRecord], wall_s: float)
         ttfa_s=percentiles([record.ttfa_s for record in ok if record.ttfa_s is not None]),
         max_gap_s_p95=float(np.percentile(gaps, 95)) if gaps else None,
         chars_per_s=sum(record.text_chars for record in ok) / wall_s if wall_s else 0.0,
+        stalls=sum(record.stalls for record in ok),
+        stall_s=sum(record.stall_s for record in ok),
+        requests_with_stall=sum(record.stalls > 0 for record in ok),
     )

@@ -62,7 +62,8 @@ def render(report: BenchReport, console: Console) -> None:
     if report.levels:
         table = Table(title=f"voxserve bench: {report.target.get('url')}")
         for column in ("conc", "reqs", "err", "req/s", "audio s/s", "RTF p50", "lat p50 ms", "lat p95 ms",
-                       "lat p99 ms", "TTFA p50 ms", "TTFA p95 ms", "gap p95 ms", "srv CPU", "srv RSS GB",
+                       "lat p99 ms", "TTFA p50 ms", "TTFA p95 ms", "gap p95 ms", "stalls (reqs)", "srv CPU",
+                       "srv RSS GB",
                        "cli CPU"):  # fmt: skip
             table.add_column(column, justify="right")
         for level in report.levels:
@@ -72,6 +73,7 @@ def render(report: BenchReport, console: Console) -> None:
                 _ms(level.latency_s, "p50"), _ms(level.latency_s, "p95"), _ms(level.latency_s, "p99"),
                 _ms(level.ttfa_s, "p50"), _ms(level.ttfa_s, "p95"),
                 f"{level.max_gap_s_p95 * 1000:.0f}" if level.max_gap_s_p95 is not None else "-",
+                f"{level.stalls} ({level.requests_with_stall})",
                 f"{level.server.cpu_cores:.2f}" if level.server.cpu_cores is not None else "-",
                 _gb(level.server.peak_rss_bytes),
                 f"{level.client.cpu_cores:.2f}" if level.client.cpu_cores is not None else "-",
