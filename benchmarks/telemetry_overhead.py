@@ -12,19 +12,17 @@ import json
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
+from fair_share import CORPUS
 from local_server import start_server
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "bench" / "corpus.txt"
-FALLBACK = ("The quick brown fox jumps over the lazy dog. " * 3).strip()
+from voxserve.bench.corpus import load_corpus
 
 
 def corpus() -> list[str]:
-    if not CORPUS.is_file():
-        return [FALLBACK]
-    return [line.strip() for line in CORPUS.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    """The repository's corpus; without it the benchmark fails rather than measure one made-up sentence."""
+    return load_corpus(CORPUS)
 
 
 def audio_seconds(client: httpx.Client, text: str) -> float:
