@@ -1,10 +1,6 @@
 """`SegmentQueue`: jobs ordered by priority class, then fair share between tenants (API keys), then playback due
 time, then arrival.
 
-A later segment whose due time has come (its listener is reaching it) joins the first segments' class: it goes
-before the first segments of requests that came after it was due, so a stream under load does not run dry while
-new requests start. Before it is due it waits behind every first segment.
-
 Background segments (long-form jobs) come after every interactive one and hold no room under admission: a job
 keeps only a few segments queued at a time, and interactive requests are refused only for interactive load.
 
@@ -20,7 +16,6 @@ import itertools
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -74,8 +69,7 @@ class SegmentQueue:
     Room can be held ahead of time (`reserve`) for segments that are still being prepared; queued and held
     segments are counted together under one lock, so admission stays exact however many requests open at once."""
 
-    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
-        self._clock = clock  # the clock due times are on
+    def __init__(self) -> None:
         self._lanes: dict[str, list[_Entry]] = {}
         self._virtual_s: dict[str, float] = {}
         self._size = 0
@@ -151,20 +145,14 @@ class SegmentQueue:
         """The next job, waiting for one; `None` once the queue is closed and holds nothing this caller takes.
         With `max_priority`, only jobs of that priority or more urgent are taken (others are left for others)."""
         with self._ready:
-            while not (candidates := self._candidates(max_priority)) and not self._closed:
+            while not (lanes := self._lanes_within(max_priority)) and not self._closed:
                 self._ready.wait()
-            if not candidates:
+            if not lanes:
                 return None
-            now = self._clock()
-            entry = min(candidates, key=lambda candidate: self._rank(candidate, now))
-            lane = self._lanes[entry[3].tenant]
-            if lane[0] is entry:
-                heapq.heappop(lane)
-            else:
-                lane.remove(entry)
-                heapq.heapify(lane)
-            self._forget(entry[3])
-            return entry[3]
+            tenant = min(lanes, key=lambda name: self._rank(self._lanes[name][0]))
+            job = heapq.heappop(self._lanes[tenant])[3]
+            self._forget(job)
+            return job
 
     def queued_job(self, future: Future[SegmentAudio]) -> Job | None:
         """The queued job whose future is `future`, if it is still queued."""
@@ -185,24 +173,12 @@ class SegmentQueue:
             self._forget(job, ran=False)
             return True
 
-    def _candidates(self, max_priority: int | None) -> list[_Entry]:
-        """Each tenant's next job by class, and its most overdue later segment. With `max_priority`, only jobs of
-        that class or more urgent by their own class (the express worker takes true first segments only)."""
-        if max_priority is not None:
-            return [lane[0] for lane in self._lanes.values() if lane[0][0] <= max_priority]
-        now = self._clock()
-        candidates = []
-        for lane in self._lanes.values():
-            candidates.append(lane[0])
-            due = [entry for entry in lane if entry[0] == Priority.LATER_SEGMENT and entry[1] <= now]
-            if due:
-                candidates.append(min(due, key=lambda entry: (entry[1], entry[2])))
-        return candidates
+    def _lanes_within(self, max_priority: int | None) -> list[str]:
+        """Tenants whose most urgent queued job is within `max_priority` (every tenant with a job, for None)."""
+        return [name for name, lane in self._lanes.items() if max_priority is None or lane[0][0] <= max_priority]
 
-    def _rank(self, entry: _Entry, now: float) -> tuple[int, float, float, int]:
+    def _rank(self, entry: _Entry) -> tuple[int, float, float, int]:
         priority, due, sequence, job = entry
-        if priority == Priority.LATER_SEGMENT and due <= now:
-            priority = Priority.FIRST_SEGMENT
         return priority, self._virtual_s[job.tenant], due, sequence
 
     def _forget(self, job: Job, *, ran: bool = True) -> None:
@@ -247,8 +223,7 @@ class SegmentQueue:
             return same_class and job.batch_key == head.batch_key and longer <= max_length_ratio * max(shorter, 1)
 
         entries = [entry for lane in self._lanes.values() for entry in lane if fits(entry[3])]
-        now = self._clock()
-        chosen = sorted(entries, key=lambda entry: self._rank(entry, now))[:limit]
+        chosen = sorted(entries, key=self._rank)[:limit]
         taken = {id(entry) for entry in chosen}
         for tenant in {entry[3].tenant for entry in chosen}:
             lane = self._lanes[tenant] = [entry for entry in self._lanes[tenant] if id(entry) not in taken]

@@ -18,8 +18,6 @@ from voxserve.obs.trace import RequestTrace
 from voxserve.scheduler.pool import Priority, Reservation, Scheduler, SchedulerOptions
 from voxserve.types import SPOKEN_S_PER_CHAR, SynthesisParams
 
-AN_HOUR_AHEAD = time.perf_counter() + 3600
-
 
 def submit(
     scheduler: Scheduler, engine: FakeEngine, text: str, priority: Priority = Priority.LATER_SEGMENT,
@@ -28,10 +26,8 @@ def submit(
 ) -> Future[SegmentAudio]:  # fmt: skip
     segment = PreparedSegment(SynthesisParams(text=text, voice=FAKE_VOICE))
     deadline = time.perf_counter() + deadline_s
-    # Due an hour from now, in the order given: no later segment is due while a test runs (once due, it would
-    # join the first segments' class).
     return scheduler.submit(
-        engine, segment, trace or RequestTrace(), priority=priority, due=AN_HOUR_AHEAD + due, deadline=deadline,
+        engine, segment, trace or RequestTrace(), priority=priority, due=due, deadline=deadline,
         reservation=reservation,
     )  # fmt: skip
 

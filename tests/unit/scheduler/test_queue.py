@@ -12,11 +12,6 @@ from voxserve.types import SynthesisParams
 ENGINE = FakeEngine()
 
 
-def BEFORE_ANY_DUE() -> float:  # noqa: N802 - a clock, named for when it stands
-    """A clock before every due time these tests use: no later segment is due unless a test moves it."""
-    return -1.0
-
-
 def job(tenant: str, text: str, priority: Priority = Priority.LATER_SEGMENT) -> Job:
     segment = PreparedSegment(SynthesisParams(text=text, voice=FAKE_VOICE))
     return Job(ENGINE, segment, RequestTrace(f"{tenant}-{text}"), Future(), 1e18, priority, tenant)
@@ -32,7 +27,7 @@ def drain(queue: SegmentQueue) -> list[str]:
 
 
 def test_a_flooding_tenant_cannot_starve_another() -> None:
-    queue = SegmentQueue(clock=BEFORE_ANY_DUE)
+    queue = SegmentQueue()
     for n in range(6):
         queue.put(job("a", f"a{n}"), due=float(n))
     queue.put(job("b", "b0"), due=100.0)
@@ -42,7 +37,7 @@ def test_a_flooding_tenant_cannot_starve_another() -> None:
 
 def test_shares_follow_the_audio_each_tenant_was_given() -> None:
     """A tenant whose segments are twice as long gets half as many of them."""
-    queue = SegmentQueue(clock=BEFORE_ANY_DUE)
+    queue = SegmentQueue()
     for n in range(4):
         queue.put(job("long", f"L{n}" + "x" * 38), due=float(n))
         queue.put(job("short", f"S{n}" + "x" * 18), due=float(n))
@@ -51,14 +46,14 @@ def test_shares_follow_the_audio_each_tenant_was_given() -> None:
 
 
 def test_first_segments_still_go_before_later_ones_of_any_tenant() -> None:
-    queue = SegmentQueue(clock=BEFORE_ANY_DUE)
+    queue = SegmentQueue()
     queue.put(job("a", "later"), due=0.0)
     queue.put(job("b", "first", Priority.FIRST_SEGMENT), due=50.0)
     assert drain(queue) == ["first", "later"]
 
 
 def test_an_idle_tenant_banks_no_credit() -> None:
-    queue = SegmentQueue(clock=BEFORE_ANY_DUE)
+    queue = SegmentQueue()
     queue.put(job("b", "b-early"), due=0.0)
     drain(queue)
     for n in range(4):
@@ -73,7 +68,7 @@ def test_an_idle_tenant_banks_no_credit() -> None:
 
 
 def test_one_tenants_segments_keep_their_due_order() -> None:
-    queue = SegmentQueue(clock=BEFORE_ANY_DUE)
+    queue = SegmentQueue()
     for due in (3.0, 1.0, 2.0):
         queue.put(job("a", f"due{due:g}"), due=due)
     assert drain(queue) == ["due1", "due2", "due3"]
@@ -81,7 +76,7 @@ def test_one_tenants_segments_keep_their_due_order() -> None:
 
 
 def test_held_room_counts_with_queued_segments_until_filled_or_released() -> None:
-    queue = SegmentQueue(clock=BEFORE_ANY_DUE)
+    queue = SegmentQueue()
     assert queue.reserve(10, limit=3)  # an idle queue takes any number
     assert not queue.reserve(1, limit=3)
     queue.put(job("a", "x"), due=0.0, reserved=True)
@@ -96,7 +91,7 @@ def test_held_room_counts_with_queued_segments_until_filled_or_released() -> Non
 
 
 def test_a_caller_limited_to_urgent_jobs_takes_only_those_and_leaves_the_rest() -> None:
-    queue = SegmentQueue(clock=BEFORE_ANY_DUE)
+    queue = SegmentQueue()
     queue.put(job("a", "later"), due=0.0)
     with ThreadPoolExecutor(1) as taker:
         urgent = taker.submit(queue.get, Priority.FIRST_SEGMENT)  # waits: nothing urgent is queued
@@ -112,7 +107,7 @@ def test_a_caller_limited_to_urgent_jobs_takes_only_those_and_leaves_the_rest() 
 
 
 def test_a_batch_may_take_every_job_of_a_tenant_at_once() -> None:
-    queue = SegmentQueue(clock=BEFORE_ANY_DUE)
+    queue = SegmentQueue()
     for text in ("one", "two", "six"):
         queue.put(job("a", text), due=0.0)
     queue.put(job("b", "ten"), due=0.0)
@@ -127,7 +122,7 @@ def test_a_batch_may_take_every_job_of_a_tenant_at_once() -> None:
 
 
 def test_background_segments_come_after_every_interactive_one() -> None:
-    queue = SegmentQueue(clock=BEFORE_ANY_DUE)
+    queue = SegmentQueue()
     queue.put(job("jobs:", "book", Priority.BACKGROUND), due=0.0)
     queue.put(job("a", "later"), due=99.0)
     queue.put(job("b", "first", Priority.FIRST_SEGMENT), due=99.0)
@@ -136,7 +131,7 @@ def test_background_segments_come_after_every_interactive_one() -> None:
 
 def test_jobs_of_one_key_take_turns_by_progress() -> None:
     """Each job's segments are due by their number, so two jobs alternate rather than one finishing first."""
-    queue = SegmentQueue(clock=BEFORE_ANY_DUE)
+    queue = SegmentQueue()
     for name in ("A", "B"):
         for n in range(3):
             queue.put(job("jobs:", f"{name}{n}", Priority.BACKGROUND), due=float(n))
@@ -144,7 +139,7 @@ def test_jobs_of_one_key_take_turns_by_progress() -> None:
 
 
 def test_background_segments_hold_no_admission_room_and_do_not_block_a_solo_run() -> None:
-    queue = SegmentQueue(clock=BEFORE_ANY_DUE)
+    queue = SegmentQueue()
     for n in range(5):
         queue.put(job("jobs:", f"book{n}", Priority.BACKGROUND), due=float(n))
     assert queue.occupancy() == 0
@@ -156,7 +151,7 @@ def test_background_segments_hold_no_admission_room_and_do_not_block_a_solo_run(
 
 
 def test_a_live_segments_batch_takes_no_job_segments() -> None:
-    queue = SegmentQueue(clock=BEFORE_ANY_DUE)
+    queue = SegmentQueue()
     for n in range(3):
         queue.put(job("jobs:", f"book {n}", Priority.BACKGROUND), due=float(n))
     queue.put(job("a", "live 0"), due=0.0)
@@ -166,18 +161,3 @@ def test_a_live_segments_batch_takes_no_job_segments() -> None:
     assert head.segment.params.text == "live 0"
     taken = queue.take_compatible(head, max_items=8, wait_s=0.0, max_length_ratio=10.0)
     assert [item.segment.params.text for item in taken] == ["live 1"]
-
-
-def test_a_later_segment_once_due_goes_before_first_segments_that_came_after_it() -> None:
-    now = [0.0]
-    queue = SegmentQueue(clock=lambda: now[0])
-    queue.put(job("a", "a later, due at 5"), due=5.0)
-    queue.put(job("a", "a later, due at 9"), due=9.0)
-    queue.put(job("b", "b first, arrived at 6", Priority.FIRST_SEGMENT), due=6.0)
-    queue.put(job("c", "c first, arrived at 4", Priority.FIRST_SEGMENT), due=4.0)
-    assert queue.get().segment.params.text == "c first, arrived at 4"  # nothing is due yet at 0
-    now[0] = 7.0
-    assert queue.get(max_priority=Priority.FIRST_SEGMENT).segment.params.text == "b first, arrived at 6"
-    queue.put(job("b", "b first, arrived at 6"), due=6.0)
-    queue.put(job("d", "d first, arrived at 6.5", Priority.FIRST_SEGMENT), due=6.5)
-    assert drain(queue)[:2] == ["a later, due at 5", "d first, arrived at 6.5"]
