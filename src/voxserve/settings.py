@@ -158,6 +158,11 @@ class Settings(BaseSettings):
 
     first_segment_max_chars: int = Field(24, ge=8)
     max_segment_chars: int = Field(150, ge=16)
+    segment_growth: bool = Field(
+        True,
+        description="Each segment after the first at most about twice the text before it (24, 48, 144, 150 chars), "
+        "so later segments are ready before the audio before them runs out under load; false: max_segment_chars.",
+    )
     crossfade_ms: float = Field(8.0, ge=0.0, le=100.0)
 
     stream_strip_markup: bool = Field(

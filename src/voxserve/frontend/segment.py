@@ -169,7 +169,11 @@ class SegmentStream:
         return min(max(2 * given, given + self._first_max), self._max) if self._growing else self._max
 
 
-def segment_text(text: str, *, first_segment_max_chars: int, max_segment_chars: int) -> list[str]:
+def segment_text(
+    text: str, *, first_segment_max_chars: int, max_segment_chars: int, growing: bool = False
+) -> list[str]:
     """The segments synthesis runs on, in order; together they hold every word of `text`."""
-    stream = SegmentStream(first_segment_max_chars=first_segment_max_chars, max_segment_chars=max_segment_chars)
+    stream = SegmentStream(
+        first_segment_max_chars=first_segment_max_chars, max_segment_chars=max_segment_chars, growing=growing
+    )
     return [*stream.push(normalize_whitespace(text)), *stream.end()]

@@ -232,6 +232,7 @@ def speech_options(settings: Settings) -> SpeechOptions:
         max_input_chars=settings.max_input_chars,
         first_segment_max_chars=settings.first_segment_max_chars,
         max_segment_chars=settings.max_segment_chars,
+        segment_growth=settings.segment_growth,
         crossfade_ms=settings.crossfade_ms,
         request_timeout_s=settings.request_timeout_s,
         noise_scale=settings.noise_scale,

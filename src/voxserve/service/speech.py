@@ -82,6 +82,7 @@ class SpeechOptions:
     max_input_chars: int
     first_segment_max_chars: int
     max_segment_chars: int
+    segment_growth: bool  # each segment after the first at most about twice the text before it
     crossfade_ms: float
     request_timeout_s: float
     noise_scale: float
@@ -349,6 +350,7 @@ class SpeechService:
                 text,
                 first_segment_max_chars=options.first_segment_max_chars,
                 max_segment_chars=options.max_segment_chars,
+                growing=options.segment_growth,
             )
         if not texts:
             raise InvalidRequestError("input must contain speakable text", param="input")
