@@ -188,7 +188,8 @@ def test_wyoming_answers_malformed_events_and_a_stream_left_open_without_droppin
             writer.write(b"not json at all\n")
             await client.write_event(Event(type="synthesize", data={"voice": None}))  # no text
             await client.write_event(Event(type="synthesize-chunk", data={"text": 5}))
-            for _ in range(4):
+            await client.write_event(Event(type="audio-chunk", payload=bytes(2 * 2**20)))  # past the 1 MiB bound
+            for _ in range(5):
                 received.append(await asyncio.wait_for(client.read_event(), 10))
             # A stream its client never stops: the next one ends it, and both are spoken.
             await client.write_event(SynthesizeStart(voice=SynthesizeVoice(name=VOICE)).event())
@@ -203,7 +204,8 @@ def test_wyoming_answers_malformed_events_and_a_stream_left_open_without_droppin
         return received
 
     events = asyncio.run(session())
-    assert [Error.from_event(event).code for event in events[:4]] == ["invalid_event"] * 4
-    kinds = [event.type for event in events[4:]]
+    codes = [Error.from_event(event).code for event in events[:5]]
+    assert codes == ["invalid_event"] * 4 + ["event_too_large"]
+    kinds = [event.type for event in events[5:]]
     assert kinds.count("audio-start") == kinds.count("audio-stop") == 2
     assert kinds[-1] == "synthesize-stopped"

@@ -114,6 +114,8 @@ def test_responses_play_in_order_and_bad_events_get_errors_without_closing(tmp_p
             assert (await socket.event())["error"]["code"] == "invalid_event"
             socket._incoming.put_nowait({"type": "websocket.receive", "bytes": b"\x00\x01"})
             assert (await socket.event())["error"]["code"] == "invalid_event"
+            socket.send({"type": "input_text.append", "text": "x" * 16_385})  # past one message's bound
+            assert (await socket.event())["error"]["code"] == "invalid_event"
             socket.send({"type": "session.update", "session": {"voice": "nobody"}})
             assert (await socket.event())["error"]["code"] == "voice_not_found"
             socket.send({"type": "session.update", "session": {"speed": 9}})
