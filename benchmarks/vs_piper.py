@@ -3,7 +3,10 @@ load generator (`voxserve bench`'s), the same corpus, WAV, audio cache off. Repo
 server's throughput, latency, time to first audio and playback stalls, and voxserve / piper per round (median and
 spread). piper-tts 1.8.0 is installed into its own virtual environment (`.bench-venvs/piper`) on first use.
 
-    .venv/bin/python benchmarks/vs_piper.py [--rounds 3] [--requests 35] -o docs/bench/vs_piper.json
+`--variant NAME:KEY=VALUE,...` adds a voxserve server with those settings (environment variables without the
+`VOXSERVE_` prefix), measured in the same rounds, so settings are compared side by side with each other and piper.
+
+    .venv/bin/python benchmarks/vs_piper.py [--rounds 3] [--requests 35] [--variant ...] -o docs/bench/vs_piper.json
 """
 
 from __future__ import annotations
@@ -33,7 +36,6 @@ from voxserve.bench.records import LevelSummary, summarize
 
 PEER = "piper-tts[http]==1.8.0"
 LEVELS = (1, 4, 8)
-SERVERS = ("voxserve", "piper")
 
 
 @contextmanager
@@ -71,10 +73,10 @@ def describe(summary: LevelSummary) -> str:
     )
 
 
-def round_ratios(results: dict[tuple[str, int], LevelSummary]) -> dict[str, float]:
+def round_ratios(results: dict[tuple[str, int], LevelSummary], server: str) -> dict[str, float]:
     ratios = {}
     for concurrency in LEVELS:
-        ours, theirs = results[("voxserve", concurrency)], results[("piper", concurrency)]
+        ours, theirs = results[(server, concurrency)], results[("piper", concurrency)]
         ratios[f"c{concurrency}_throughput"] = ours.audio_s_per_wall_s / theirs.audio_s_per_wall_s
         ratios[f"c{concurrency}_latency_p50"] = ours.latency_s["p50"] / theirs.latency_s["p50"]
         ratios[f"c{concurrency}_latency_p95"] = ours.latency_s["p95"] / theirs.latency_s["p95"]
@@ -82,50 +84,67 @@ def round_ratios(results: dict[tuple[str, int], LevelSummary]) -> dict[str, floa
     return ratios
 
 
+def variant(spec: str) -> tuple[str, dict[str, str]]:
+    """`NAME:KEY=VALUE,...` as a server name and its environment."""
+    name, _, settings = spec.partition(":")
+    pairs = (item.split("=", 1) for item in settings.split(",") if item)
+    return name, {f"VOXSERVE_{key.upper()}": value for key, value in pairs}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests", type=int, default=35, help="requests per server, level and round")
+    parser.add_argument("--variant", type=variant, action="append", default=[], help="NAME:KEY=VALUE,...")
     parser.add_argument("-o", "--output", type=Path)
     args = parser.parse_args()
+    variants = {"voxserve": {}, **dict(args.variant)}
+    servers = (*variants, "piper")
     console = Console()
     texts = load_corpus(CORPUS)
     python = peer_venv("piper", PEER) / "python"
     load_start = os.getloadavg()
     rounds: list[dict[tuple[str, int], LevelSummary]] = []
-    process, url = start_server({"VOXSERVE_AUDIO_CACHE_BYTES": "0"})
+    started = {name: start_server({"VOXSERVE_AUDIO_CACHE_BYTES": "0", **env}) for name, env in variants.items()}
     try:
         with piper_server(python) as piper_url:
             targets = {
-                "voxserve": Target(f"{url}/v1/audio/speech", response_format="wav"),
+                **{name: Target(f"{url}/v1/audio/speech", response_format="wav") for name, (_, url) in started.items()},
                 "piper": Target(f"{piper_url}/synthesize", template='{"text": "{text}"}'),
             }
-            for name in SERVERS:  # warm-up, unrecorded
+            for name in servers:  # warm-up, unrecorded
                 level(targets[name], texts[:4], 1, 4)
             for round_index in range(args.rounds):
                 rounds.append({})
                 for concurrency in LEVELS:
-                    for name in SERVERS if round_index % 2 == 0 else SERVERS[::-1]:
+                    for name in servers if round_index % 2 == 0 else servers[::-1]:
                         summary = level(targets[name], texts, concurrency, args.requests)
                         rounds[-1][(name, concurrency)] = summary
                         console.print(f"round {round_index + 1} {name} c={concurrency}: {describe(summary)}")
     finally:
-        stop_server(process)
-    per_round = [round_ratios(results) for results in rounds]
+        for process, _ in started.values():
+            stop_server(process)
+    per_round = {name: [round_ratios(results, name) for results in rounds] for name in variants}
     report: dict[str, Any] = {
         **report_header("vs_piper", texts, (load_start, os.getloadavg())),
         "setup": {
             "voxserve": "voxserve serve, default settings, VOXSERVE_AUDIO_CACHE_BYTES=0, streamed WAV",
+            "variants": {name: env for name, env in variants.items() if env},
             "piper": f"{PEER}: python -m piper.http_server -m <bundled en_US-joe-medium.onnx> (whole WAV bodies)",
             "load": "voxserve.bench.load closed loop, corpus lines in order",
             "levels": LEVELS,
             "requests_per_level": args.requests,
             "rounds": args.rounds,
         },
-        "voxserve_vs_piper": {name: spread([ratios[name] for ratios in per_round]) for name in per_round[0]},
+        **{
+            f"{server}_vs_piper": {
+                name: spread([ratios[name] for ratios in ratios_by_round]) for name in ratios_by_round[0]
+            }
+            for server, ratios_by_round in per_round.items()
+        },
         "levels": {
             f"{name}_c{concurrency}": [asdict(results[(name, concurrency)]) for results in rounds]
-            for name in SERVERS
+            for name in servers
             for concurrency in LEVELS
         },
         "medians": {
@@ -139,11 +158,11 @@ def main() -> None:
                 "requests_with_stall": sum(r[(name, concurrency)].requests_with_stall for r in rounds),
                 "errors": sum(r[(name, concurrency)].errors for r in rounds),
             }
-            for name in SERVERS
+            for name in servers
             for concurrency in LEVELS
         },
     }
-    console.print_json(json.dumps({"voxserve_vs_piper": report["voxserve_vs_piper"]}))
+    console.print_json(json.dumps({f"{name}_vs_piper": report[f"{name}_vs_piper"] for name in variants}))
     if args.output:
         args.output.write_text(json.dumps(report, indent=1) + "\n")
 

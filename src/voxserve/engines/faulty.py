@@ -54,6 +54,7 @@ class FaultyEngine:
         self.plan = plan
         self.name = inner.name
         self.supports_batching = inner.supports_batching
+        self.supports_windows = inner.supports_windows
         self.supports_instructions = inner.supports_instructions
         self.supports_timestamps = inner.supports_timestamps
         self.injected: dict[str, int] = {"raise": 0, "hang": 0, "garbage": 0}
@@ -67,13 +68,15 @@ class FaultyEngine:
     def prepare(self, params: SynthesisParams) -> PreparedSegment:
         return self.inner.prepare(params)
 
-    def run(self, batch: Sequence[PreparedSegment], *, solo: bool = False) -> list[SegmentAudio]:
+    def run(
+        self, batch: Sequence[PreparedSegment], *, solo: bool = False, windowed: bool = False
+    ) -> list[SegmentAudio]:
         fault = self._draw()
         if fault == "raise":
             raise RuntimeError("injected fault: the engine raised")
         if fault == "hang":
             self._released.wait(self.plan.hang_s)
-        outputs = self.inner.run(batch, solo=solo)
+        outputs = self.inner.run(batch, solo=solo, windowed=windowed)
         if fault == "garbage":
             return outputs[:-1] if len(outputs) > 1 else [SegmentAudio(np.full(16, np.nan, dtype=np.float32))] * 2
         return outputs

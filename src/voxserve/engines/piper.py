@@ -13,7 +13,8 @@ import numpy as np
 import onnxruntime as ort
 
 from voxserve.engines.base import EngineProfile, PreparedSegment, SegmentAudio
-from voxserve.engines.piper_graph import with_duration_output
+from voxserve.engines.piper_decoder import FramedSynthesis, Graph, SegmentWindows, WindowOptions, window_bounds
+from voxserve.engines.piper_graph import PiperStages, Stage, piper_stages
 from voxserve.engines.piper_voice import PiperVoiceConfig, PiperVoices, align
 from voxserve.errors import ConfigError, EngineError
 from voxserve.frontend.phonemize import Phonemizer
@@ -78,18 +79,30 @@ def _load_session(model: Path, options: ort.SessionOptions, name: str) -> ort.In
         raise ConfigError(f"cannot load Piper model {name}: {exc}") from exc
 
 
-class _Sessions:
-    """The session every worker shares and the one for calls that run alone (the same object when a lone call
-    gets no more threads), with a count of calls in flight so a profiling pair is ended only once idle."""
+@dataclass(frozen=True, slots=True)
+class _Graphs:
+    """One set of sessions for the stages of a model (the text stage alone for a model kept whole)."""
 
-    def __init__(self, shared: ort.InferenceSession, solo: ort.InferenceSession) -> None:
+    text: ort.InferenceSession
+    flow: ort.InferenceSession | None
+    decoder: ort.InferenceSession | None
+
+    def each(self) -> list[ort.InferenceSession]:
+        return [session for session in (self.text, self.flow, self.decoder) if session is not None]
+
+
+class _Sessions:
+    """The sessions every worker shares and those for calls that run alone (the same object when a lone call gets
+    no more threads), with a count of calls in flight so a profiling pair is ended only once idle."""
+
+    def __init__(self, shared: _Graphs, solo: _Graphs) -> None:
         self.shared = shared
         self.solo = solo
         self._in_flight = 0
         self._idle = threading.Condition()
 
     @contextmanager
-    def use(self, *, solo: bool) -> Iterator[ort.InferenceSession]:
+    def use(self, *, solo: bool) -> Iterator[_Graphs]:
         with self._idle:
             self._in_flight += 1
         try:
@@ -103,42 +116,57 @@ class _Sessions:
         with self._idle:
             self._idle.wait_for(lambda: self._in_flight == 0)
 
-    def distinct(self) -> list[tuple[str, ort.InferenceSession]]:
+    def distinct(self) -> list[tuple[str, _Graphs]]:
         return [("shared", self.shared)] + ([("solo", self.solo)] if self.solo is not self.shared else [])
 
 
 class PiperModel:
-    """One Piper `.onnx` file and its config. One session is shared by every worker and speaker; a second one,
-    with more threads, serves calls that run alone. While profiling, a profiling pair stands in for both."""
+    """One Piper `.onnx` file and its config, split into its three stages (text, flow, decoder; `piper_graph`).
+    One set of sessions is shared by every worker and speaker; a second one, with more threads, serves calls that
+    run alone. While profiling, a profiling pair stands in for both."""
 
-    def __init__(self, model_path: Path, options: SessionOptions) -> None:
+    def __init__(self, model_path: Path, options: SessionOptions, windows: WindowOptions | None = None) -> None:
         self.config = PiperVoiceConfig(model_path)
         self._path = model_path
         self._options = options
+        self._windows = windows or WindowOptions()
         self.name = self.config.name
-        with with_duration_output(model_path) as (model, self._durations_output):
-            if options.batching and self._durations_output is None:
+        with piper_stages(model_path) as stages:
+            if options.batching and stages.durations is None:
                 raise ConfigError(f"{model_path} has no duration (Ceil) node, so its batches cannot be trimmed exactly")
-            self._plain = self._load_sessions(model)
+            self._stages = stages
+            self._plain = self._load_sessions(stages)
         self._sessions = self._plain
-        self._takes_speaker = any(i.name == "sid" for i in self._plain.shared.get_inputs())
+        self._takes_speaker = "sid" in stages.text.inputs
+        outputs = stages.text.outputs
+        self._flow_sides = [outputs.index(name) for name in stages.flow.inputs[1:]] if stages.flow else []
+        self._decoder_sides = [outputs.index(name) for name in stages.decoder.inputs[1:]] if stages.decoder else []
 
-    def _load_sessions(self, model: Path, profile_dir: Path | None = None) -> _Sessions:
+    def _load_sessions(self, stages: PiperStages, profile_dir: Path | None = None) -> _Sessions:
         options = self._options
 
-        def load(threads: int, memory_pattern: bool, role: str) -> ort.InferenceSession:
-            prefix = None if profile_dir is None else profile_dir / f"onnxruntime-{self.name}-{role}"
-            built = options.build(threads, memory_pattern=memory_pattern, profile_prefix=prefix)
-            return _load_session(model, built, self.name)
+        def load(threads: int, memory_pattern: bool, role: str) -> _Graphs:
+            def graph(stage: Stage, name: str) -> ort.InferenceSession:
+                prefix = None if profile_dir is None else profile_dir / f"onnxruntime-{self.name}-{name}-{role}"
+                built = options.build(threads, memory_pattern=memory_pattern, profile_prefix=prefix)
+                return _load_session(stage.path, built, self.name)
+
+            flow = None if stages.flow is None else graph(stages.flow, "flow")
+            decoder = None if stages.decoder is None else graph(stages.decoder, "decoder")
+            return _Graphs(graph(stages.text, "text"), flow, decoder)
 
         shared = load(options.intra_op_threads, False, "shared")
         if options.solo_intra_op_threads <= options.intra_op_threads:
             return _Sessions(shared, shared)
         return _Sessions(shared, load(options.solo_intra_op_threads, True, "solo"))
 
+    @property
+    def hop(self) -> int:
+        return self._stages.hop
+
     def start_profiling(self, directory: Path) -> None:
-        with with_duration_output(self._path) as (model, _):
-            self._sessions = self._load_sessions(model, directory)
+        with piper_stages(self._path) as stages:
+            self._sessions = self._load_sessions(stages, directory)
 
     def stop_profiling(self) -> list[EngineProfile]:
         profiling, self._sessions = self._sessions, self._plain
@@ -147,7 +175,8 @@ class PiperModel:
         profiling.wait_idle()
         return [
             EngineProfile(Path(session.end_profiling()), session.get_profiling_start_time_ns())
-            for _, session in profiling.distinct()
+            for _, graphs in profiling.distinct()
+            for session in graphs.each()
         ]
 
     def runtime_info(self) -> dict[str, object]:
@@ -155,9 +184,16 @@ class PiperModel:
             "name": self.name,
             "sample_rate": self.config.sample_rate,
             "speakers": len(self.config.speaker_ids) or 1,
+            "stages": ["text", "flow", "decoder"] if self._stages.split else ["whole"],
+            "windows": {
+                "first_frames": self._windows.first_frames,
+                "longest_frames": self._windows.longest_frames,
+                "growth": self._windows.growth,
+                "hop_samples": self.hop,
+            },
             "sessions": {
-                role: {"providers": session.get_providers(), "threads": threads}
-                for (role, session), threads in zip(
+                role: {"providers": graphs.text.get_providers(), "threads": threads}
+                for (role, graphs), threads in zip(
                     self._plain.distinct(),
                     (self._options.intra_op_threads, self._options.solo_intra_op_threads),
                     strict=False,
@@ -171,10 +207,12 @@ class PiperModel:
         self.synthesize([segment], run_options=_shrink_arena_options())
 
     def synthesize(
-        self, segments: Sequence[PreparedSegment], *, solo: bool = False, run_options: ort.RunOptions | None = None
-    ) -> list[SegmentAudio]:
+        self, segments: Sequence[PreparedSegment], *, solo: bool = False, windowed: bool = False,
+        run_options: ort.RunOptions | None = None,
+    ) -> list[SegmentAudio]:  # fmt: skip
         """One call for all `segments` (same voice and scales; more than one needs `batching`): ids are padded
-        to the longest, and each output is cut to its own length from the predicted durations."""
+        to the longest, and each output is cut to its own length from the predicted durations. A lone `windowed`
+        segment gets its first window now and the rest as a continuation."""
         longest = max(len(segment.phoneme_ids) for segment in segments)
         pad = self.config.pad_id
         scales = self.config.scales(segments[0].params)
@@ -185,23 +223,66 @@ class PiperModel:
         }
         if self._takes_speaker:
             inputs["sid"] = np.array([self.config.speaker_id(segment.params) for segment in segments], np.int64)
+        with self._calling(), self._sessions.use(solo=solo) as graphs:
+            text = graphs.text.run(None, inputs, run_options)
+        if not self._stages.split:
+            return self._whole(segments, text)
+        framed = FramedSynthesis(
+            text[0], [text[index] for index in self._flow_sides], [text[index] for index in self._decoder_sides],
+            [(0, text[0].shape[-1])], self.hop,
+        )  # fmt: skip
+        frames = text[-1].reshape(len(segments), -1).astype(np.int64)
+        if windowed and len(segments) == 1:
+            windows = self._windows
+            framed.bounds = window_bounds(framed.frames, windows.first_frames, windows.longest_frames, windows.growth)
+            alignment = align(segments[0], frames[0, : len(segments[0].phoneme_ids)] * self.hop)
+            decode = functools.partial(self.decode_window, run_options=run_options)
+            return [SegmentWindows.first(framed, self.config.sample_rate, decode, solo=solo, alignment=alignment)]
+        audio = self.decode_window(framed, solo, run_options).reshape(len(segments), -1)
+        return _trimmed(segments, audio, frames, self.hop)
+
+    def _whole(self, segments: Sequence[PreparedSegment], outputs: list[np.ndarray]) -> list[SegmentAudio]:
+        """The audio of a model kept whole: its first output, trimmed by its durations when it gives them."""
+        audio = outputs[0].reshape(len(segments), -1).astype(np.float32, copy=False)
+        if self._stages.durations is None:
+            return [SegmentAudio(np.ascontiguousarray(audio[0]))]
+        frames = outputs[-1].reshape(len(segments), -1).astype(np.int64)
+        return _trimmed(segments, audio, frames, audio.shape[1] // max(int(frames.sum(axis=1).max()), 1))
+
+    def decode_window(
+        self, framed: FramedSynthesis, solo: bool, run_options: ort.RunOptions | None = None
+    ) -> np.ndarray:
+        """`framed`'s next window through the flow and the decoder."""
+        with self._calling(), self._sessions.use(solo=solo) as graphs:
+            flow, decoder = graphs.flow, graphs.decoder
+            assert flow is not None, "only a split model decodes windows"
+            assert decoder is not None, "only a split model decodes windows"
+            return framed.next_window(_graph(flow, run_options), _graph(decoder, run_options))
+
+    @contextmanager
+    def _calling(self) -> Iterator[None]:
         try:
-            with self._sessions.use(solo=solo) as session:
-                outputs = session.run(None, inputs, run_options)
+            yield
         except Exception as exc:  # onnxruntime raises pybind types with no common base
             raise EngineError(f"Piper voice {self.name} failed: {exc}") from exc
-        audio = outputs[0].reshape(len(segments), -1).astype(np.float32, copy=False)
-        if self._durations_output is None:
-            return [SegmentAudio(np.ascontiguousarray(audio[0]))]
-        frames = outputs[1].reshape(len(segments), -1).astype(np.int64)
-        hop = audio.shape[1] // max(int(frames.sum(axis=1).max()), 1)
-        return [
-            SegmentAudio(
-                np.ascontiguousarray(audio[index, : frames[index].sum() * hop]),
-                align(segment, frames[index, : len(segment.phoneme_ids)] * hop),
-            )
-            for index, segment in enumerate(segments)
-        ]
+
+
+def _trimmed(
+    segments: Sequence[PreparedSegment], audio: np.ndarray, frames: np.ndarray, hop: int
+) -> list[SegmentAudio]:
+    """Each item of a padded batch's `audio` cut to its own length (its `frames`, `hop` samples each), aligned."""
+    return [
+        SegmentAudio(
+            np.ascontiguousarray(audio[index, : frames[index].sum() * hop], dtype=np.float32),
+            align(segment, frames[index, : len(segment.phoneme_ids)] * hop),
+        )
+        for index, segment in enumerate(segments)
+    ]
+
+
+def _graph(session: ort.InferenceSession, run_options: ort.RunOptions | None) -> Graph:
+    names = [value.name for value in session.get_inputs()]
+    return lambda arrays: session.run(None, dict(zip(names, arrays, strict=True)), run_options)[0]
 
 
 class PiperEngine:
@@ -212,10 +293,15 @@ class PiperEngine:
     name = "piper"
     supports_instructions = False
     supports_timestamps = True
+    supports_windows = True
 
-    def __init__(self, model_paths: Sequence[Path], phonemizer: Phonemizer, options: SessionOptions) -> None:
+    def __init__(
+        self, model_paths: Sequence[Path], phonemizer: Phonemizer, options: SessionOptions,
+        windows: WindowOptions | None = None,
+    ) -> None:  # fmt: skip
         self.supports_batching = options.batching
-        self._voices = PiperVoices([PiperModel(path, options) for path in model_paths], self.name, phonemizer)
+        models = [PiperModel(path, options, windows) for path in model_paths]
+        self._voices = PiperVoices(models, self.name, phonemizer)
         self._models = self._voices.models
 
     def voices(self) -> list[VoiceInfo]:
@@ -224,11 +310,13 @@ class PiperEngine:
     def prepare(self, params: SynthesisParams) -> PreparedSegment:
         return self._voices.prepare(params)
 
-    def run(self, batch: Sequence[PreparedSegment], *, solo: bool = False) -> list[SegmentAudio]:
+    def run(
+        self, batch: Sequence[PreparedSegment], *, solo: bool = False, windowed: bool = False
+    ) -> list[SegmentAudio]:
         def synthesize(model: PiperModel, segments: list[PreparedSegment]) -> list[SegmentAudio]:
             if self.supports_batching:
-                return model.synthesize(segments, solo=solo)
-            return [model.synthesize([segment], solo=solo)[0] for segment in segments]
+                return model.synthesize(segments, solo=solo, windowed=windowed)
+            return [model.synthesize([segment], solo=solo, windowed=windowed)[0] for segment in segments]
 
         return self._voices.run(batch, synthesize)
 
@@ -237,6 +325,9 @@ class PiperEngine:
             warm = self._voices.warmup_segment(model)
             for solo in (False, True):
                 self.run([warm] * (2 if self.supports_batching else 1), solo=solo)
+                audio = self.run([warm], solo=solo, windowed=True)[0]
+                while audio.rest is not None:
+                    audio = audio.rest.run(solo=solo)
 
     def release_memory(self) -> None:
         for model in self._models:

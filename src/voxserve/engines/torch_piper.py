@@ -8,6 +8,7 @@ or its padded frames would exceed the budget."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,9 +18,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from voxserve.engines.base import EngineProfile, PreparedSegment, SegmentAudio
+from voxserve.engines.base import Alignment, EngineProfile, PreparedSegment, SegmentAudio
+from voxserve.engines.piper_decoder import FramedSynthesis, SegmentWindows, WindowOptions, window_bounds
 from voxserve.engines.piper_voice import PiperVoiceConfig, PiperVoices, align
-from voxserve.engines.vits_torch import Vits
+from voxserve.engines.vits_torch import TextStageOutput, Vits
 from voxserve.engines.vits_weights import VitsWeights, read_vits_weights
 from voxserve.errors import ConfigError, EngineError
 from voxserve.types import SynthesisParams, VoiceInfo
@@ -100,8 +102,9 @@ class TorchPiperModel:
 
     def __init__(
         self, config: PiperVoiceConfig, weights: VitsWeights, device: torch.device, dtype: torch.dtype,
-        max_length_ratio: float,
+        max_length_ratio: float, windows: WindowOptions | None = None,
     ) -> None:  # fmt: skip
+        self.windows = windows or WindowOptions()
         self.config = config
         self.name = config.name
         self.device = device
@@ -110,8 +113,9 @@ class TorchPiperModel:
         self.max_length_ratio = max_length_ratio
         self.max_frames: int | None = None
 
-    def synthesize(self, segments: Sequence[PreparedSegment]) -> list[SegmentAudio]:
-        """Audio for segments that share voice and scales, each exactly as long as its durations say."""
+    def synthesize(self, segments: Sequence[PreparedSegment], *, windowed: bool = False) -> list[SegmentAudio]:
+        """Audio for segments that share voice and scales, each exactly as long as its durations say. A lone
+        `windowed` segment gets its first window now and the rest as a continuation (`piper_decoder`)."""
         scales = self.config.scales(segments[0].params)
         longest = max(len(segment.phoneme_ids) for segment in segments)
         ids = [[*s.phoneme_ids, *[self.config.pad_id] * (longest - len(s.phoneme_ids))] for s in segments]
@@ -125,6 +129,9 @@ class TorchPiperModel:
             )  # fmt: skip
             frames = text.frames.tolist()
             id_frames = text.durations.cpu().numpy()
+            if windowed and len(segments) == 1:
+                alignment = align(segments[0], id_frames[0, : len(segments[0].phoneme_ids)] * self.vits.hop)
+                return [self._first_window(text, speakers, scales.noise, alignment)]
             for call in plan_calls(frames, self.max_frames, self.max_length_ratio):
                 selected = torch.tensor(call, device=self.device)
                 audio = self.vits.acoustic_stage(text.select(selected), speakers[selected], noise_scale=scales.noise)
@@ -135,6 +142,27 @@ class TorchPiperModel:
                         align(segments[index], id_frames[index, : len(segments[index].phoneme_ids)] * self.vits.hop),
                     )
         return outputs
+
+    def _first_window(
+        self, text: TextStageOutput, speakers: torch.Tensor, noise_scale: float, alignment: Alignment | None
+    ) -> SegmentAudio:
+        prior, mask = self.vits.prior_sample(text, noise_scale=noise_scale)
+        speaker = self.vits.speaker(speakers)
+        frames = int(text.frames[0])
+        bounds = window_bounds(frames, self.windows.first_frames, self.windows.longest_frames, self.windows.growth)
+        framed = FramedSynthesis(prior, [mask], [], bounds, self.vits.hop)
+
+        def flow(arrays: Sequence[torch.Tensor]) -> torch.Tensor:
+            return self.vits.flow_frames(arrays[0], arrays[1], speaker)
+
+        def decoder(arrays: Sequence[torch.Tensor]) -> torch.Tensor:
+            return self.vits.decode_frames(arrays[0], None, speaker)
+
+        def decode(framed: FramedSynthesis, solo: bool) -> np.ndarray:
+            with torch.inference_mode():
+                return framed.next_window(flow, decoder).cpu().numpy()
+
+        return SegmentWindows.first(framed, self.config.sample_rate, decode, solo=False, alignment=alignment)
 
     def calibrate(self, warm: PreparedSegment, memory_fraction: float, concurrent_calls: int) -> dict[str, float]:
         """On CUDA, measure the acoustic stage's peak memory per frame and set the frame budget from the memory
@@ -173,12 +201,14 @@ class TorchPiperEngine:
 
     name = "piper-torch"
     supports_batching = True
+    supports_windows = True
     supports_instructions = False
     supports_timestamps = True
 
     def __init__(
-        self, voices: Sequence[tuple[PiperVoiceConfig, VitsWeights]], phonemizer: Phonemizer, options: TorchOptions
-    ) -> None:
+        self, voices: Sequence[tuple[PiperVoiceConfig, VitsWeights]], phonemizer: Phonemizer, options: TorchOptions,
+        windows: WindowOptions | None = None,
+    ) -> None:  # fmt: skip
         self.device = resolve_device(options.device)
         self.dtype = resolve_dtype(options.dtype, self.device)
         self._options = options
@@ -190,7 +220,7 @@ class TorchPiperEngine:
         elif options.threads:
             torch.set_num_threads(options.threads)
         models = [
-            TorchPiperModel(config, weights, self.device, self.dtype, options.max_length_ratio)
+            TorchPiperModel(config, weights, self.device, self.dtype, options.max_length_ratio, windows)
             for config, weights in voices
         ]
         self._voices = PiperVoices(models, self.name, phonemizer)
@@ -206,12 +236,16 @@ class TorchPiperEngine:
     def prepare(self, params: SynthesisParams) -> PreparedSegment:
         return self._voices.prepare(params)
 
-    def run(self, batch: Sequence[PreparedSegment], *, solo: bool = False) -> list[SegmentAudio]:
-        return self._voices.run(batch, self._synthesize)
+    def run(
+        self, batch: Sequence[PreparedSegment], *, solo: bool = False, windowed: bool = False
+    ) -> list[SegmentAudio]:
+        return self._voices.run(batch, functools.partial(self._synthesize, windowed=windowed))
 
-    def _synthesize(self, model: TorchPiperModel, segments: list[PreparedSegment]) -> list[SegmentAudio]:
+    def _synthesize(
+        self, model: TorchPiperModel, segments: list[PreparedSegment], *, windowed: bool = False
+    ) -> list[SegmentAudio]:
         try:
-            return model.synthesize(segments)
+            return model.synthesize(segments, windowed=windowed)
         except torch.cuda.OutOfMemoryError as exc:
             raise EngineError(f"GPU out of memory on a batch of {len(segments)}: {exc}") from exc
         except RuntimeError as exc:

@@ -419,6 +419,26 @@ class Vits(nn.Module):
 
     def acoustic_stage(self, text: TextStageOutput, speaker_ids: Tensor, *, noise_scale: float) -> Tensor:
         """Float32 audio `[b, longest * hop]`; item `i` ends at `text.frames[i] * hop` samples."""
+        z, mask = self.prior_sample(text, noise_scale=noise_scale)
+        speaker = self.speaker(speaker_ids)
+        z = self.flow_frames(z, mask, speaker)
+        frames = text.frames
+        uniform = bool((frames == z.shape[-1]).all())
+        return self.decode_frames(z, None if uniform else frames, speaker)
+
+    def flow_frames(self, z: Tensor, mask: Tensor, speaker: Tensor | None) -> Tensor:
+        """The flow, in reverse, on frames of the prior sample (all, or a window with its context)."""
+        return self.flow(z, mask, speaker) * mask
+
+    def decode_frames(self, z: Tensor, frames: Tensor | None, speaker: Tensor | None) -> Tensor:
+        """Float32 audio `[b, frames * hop]` from frames of the latent (all, or a window with its context)."""
+        dtype = self.decoder_dtype
+        speaker = None if speaker is None else speaker.to(dtype)
+        return self.decoder(z.to(dtype), frames, speaker)[:, 0].float()
+
+    def prior_sample(self, text: TextStageOutput, *, noise_scale: float) -> tuple[Tensor, Tensor]:
+        """`z_p`, the prior's sample expanded to frames `[b, channels, longest]`, and the frame mask
+        `[b, 1, longest]`."""
         frames = text.frames
         longest = int(frames.max())
         ends = torch.cumsum(text.durations, dim=1)
@@ -430,10 +450,4 @@ class Vits(nn.Module):
         means = text.means.gather(2, phoneme.expand(-1, channels, -1))
         log_scales = text.log_scales.gather(2, phoneme.expand(-1, channels, -1))
         mask = (positions[None, :] < frames[:, None]).unsqueeze(1).float()
-        z = (means + torch.randn_like(means) * torch.exp(log_scales) * noise_scale) * mask
-        speaker = self.speaker(speaker_ids)
-        z = self.flow(z, mask, speaker) * mask
-        dtype = self.decoder_dtype
-        uniform = bool((frames == longest).all())
-        speaker = None if speaker is None else speaker.to(dtype)
-        return self.decoder(z.to(dtype), None if uniform else frames, speaker)[:, 0].float()
+        return (means + torch.randn_like(means) * torch.exp(log_scales) * noise_scale) * mask, mask

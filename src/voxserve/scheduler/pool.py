@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from voxserve.engines.base import Engine, PreparedSegment, SegmentAudio
 from voxserve.errors import DeadlineExceededError, EngineError, QueueFullError, VoxError
@@ -186,19 +186,28 @@ class Scheduler:
         deadline: float,
         tenant: str = "",
         reservation: Reservation | None = None,
+        windowed: bool = False,
     ) -> Future[SegmentAudio]:
         """Queue one segment; the future holds its audio. `tenant` (an API key) shares the workers fairly with
         other tenants; `due` (perf_counter time) orders one tenant's segments of the same priority; past
         `deadline` the segment is dropped unrun. Cancelling the future before a worker takes it means no engine
         time is spent on it. Under a `reservation` the segment fills room held by `admit`, and closing the
-        reservation cancels it; once closed, the future comes back cancelled and nothing is queued."""
+        reservation cancels it; once closed, the future comes back cancelled and nothing is queued.
+
+        `windowed` (for an engine that `supports_windows`): the future's audio is the segment's first window, and
+        its `more` the next window's future; each window is queued when the one before it is done, due when a
+        listener reaches it."""
         future: Future[SegmentAudio] = Future()
-        job = Job(engine, segment, trace, future, deadline, priority, tenant)
+        windowed = windowed and engine.supports_windows
+        job = Job(engine, segment, trace, future, deadline, priority, tenant, due, windowed, reservation=reservation)
+        self._queue_job(job, due, reservation)
+        return future
+
+    def _queue_job(self, job: Job, due: float, reservation: Reservation | None) -> None:
         if reservation is None:
             self._queue.put(job, due)
         else:
             reservation._put(job, due)
-        return future
 
     def cancel(self, future: Future[SegmentAudio]) -> None:
         """Cancel a segment submitted without a reservation; one still queued leaves the queue now."""
@@ -292,18 +301,32 @@ class Scheduler:
             elapsed = time.perf_counter() - started
             self._stop_running(solo, elapsed / len(batch))
         # The trace is complete before any future resolves: a request may finish as soon as its audio is set.
+        window = batch[0].continuation is not None
         for job in batch:
             job.trace.add(
                 "model", elapsed, start_s=started, engine=engine.name, chars=len(job.segment.params.text),
-                batch=len(batch), solo=wide,
+                batch=len(batch), solo=wide, window=window,
             )  # fmt: skip
-        self._count(engine.name, len(batch), failed=error is not None)
+        self._count(engine.name, 0 if window else len(batch), failed=error is not None)
         if error is not None:
             _fail(batch, error)
             return
         for job, audio in zip(batch, outputs, strict=True):
             with suppress(InvalidStateError):  # settled meanwhile by someone else: nobody waits for this audio
-                job.future.set_result(audio)
+                job.future.set_result(self._continue(job, audio))
+
+    def _continue(self, job: Job, audio: SegmentAudio) -> SegmentAudio:
+        """`audio` as the request gets it: with the rest of its segment queued as a job of its own, due when a
+        listener reaches it, and `more` the future of its next window."""
+        rest = audio.rest
+        if rest is None:
+            return audio
+        more: Future[SegmentAudio] = Future()
+        priority = max(job.priority, Priority.LATER_SEGMENT)
+        following = Job(job.engine, job.segment, job.trace, more, job.deadline, priority, job.tenant, job.start_due,
+                        continuation=rest, reservation=job.reservation)  # fmt: skip
+        self._queue_job(following, job.start_due + rest.offset_s, job.reservation)
+        return replace(audio, rest=None, more=more)
 
     def _start_running(self, batch: list[Job]) -> bool:
         """Count the batch as running; True when it runs solo."""
@@ -356,18 +379,26 @@ class Scheduler:
             return None
 
     def _count(self, engine: str, items: int, *, failed: bool) -> None:
+        """One engine call of `items` segments (0: the next window of a segment already counted)."""
         self._metrics.engine_items.labels(engine).inc(items)
         self._metrics.engine_executions.labels(engine).inc()
-        self._metrics.batch_size.labels(engine).observe(items)
+        if items:
+            self._metrics.batch_size.labels(engine).observe(items)
         if failed:
             self._metrics.engine_failures.labels(engine).inc()
 
 
 def _synthesize(engine: Engine, batch: list[Job], solo: bool) -> list[SegmentAudio]:
-    """One engine call for `batch`, its outputs in order. Whatever goes wrong, engines being code we do not
-    control (an exception of any type, a count of outputs that does not match), comes out as a `VoxError`."""
+    """One engine call for `batch` (or the next window of a continuation), its outputs in order. Whatever goes
+    wrong, engines being code we do not control (an exception of any type, a count of outputs that does not
+    match), comes out as a `VoxError`."""
+    continuation = batch[0].continuation
     try:
-        outputs = list(engine.run([job.segment for job in batch], solo=solo))
+        if continuation is not None:
+            outputs = [continuation.run(solo=solo)]
+        else:
+            windowed = batch[0].windowed and len(batch) == 1
+            outputs = list(engine.run([job.segment for job in batch], solo=solo, windowed=windowed))
     except VoxError:
         raise
     except Exception as exc:

@@ -19,9 +19,13 @@ from collections import Counter
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import TYPE_CHECKING
 
-from voxserve.engines.base import Engine, PreparedSegment, SegmentAudio
+from voxserve.engines.base import Continuation, Engine, PreparedSegment, SegmentAudio
 from voxserve.obs.trace import RequestTrace
+
+if TYPE_CHECKING:
+    from voxserve.scheduler.pool import Reservation
 
 
 class Priority(IntEnum):
@@ -34,7 +38,9 @@ class Priority(IntEnum):
 
 @dataclass(slots=True)
 class Job:
-    """One segment of one request, waiting for (or running on) a worker."""
+    """One segment of one request, or the windows left of one (`continuation`), waiting for (or running on) a
+    worker. `start_due` is when a listener reaches the segment's start; `windowed` asks the engine for the first
+    window now and the rest as a continuation, queued under the request's `reservation`."""
 
     engine: Engine
     segment: PreparedSegment
@@ -43,12 +49,24 @@ class Job:
     deadline: float
     priority: int
     tenant: str = ""
+    start_due: float = 0.0
+    windowed: bool = False
+    continuation: Continuation | None = None
+    reservation: Reservation | None = None  # the request's, which the job's continuation is queued under
     submitted_at: float = field(default_factory=time.perf_counter)
     queued: bool = False  # in a queue's lanes (not taken by a worker, nor withdrawn)
+    audio_s: float = field(init=False)  # estimated audio this job makes, fixed while it is queued
+
+    def __post_init__(self) -> None:
+        continuation = self.continuation
+        self.audio_s = continuation.remaining_s if continuation else self.segment.params.estimated_audio_s
 
     @property
     def batch_key(self) -> tuple[object, ...]:
-        """Segments that may share one engine call: same engine, voice and synthesis scales."""
+        """Segments that may share one engine call: same engine, voice and synthesis scales. A continuation
+        shares its call with nothing."""
+        if self.continuation is not None:
+            return (id(self.continuation),)
         return self.engine.name, *self.segment.call_key
 
     @property
@@ -137,7 +155,7 @@ class SegmentQueue:
             self._requests[job.trace.request_id] += 1
             if not job.background:
                 self._interactive_requests[job.trace.request_id] += 1
-            self._pending_audio_s += job.segment.params.estimated_audio_s
+            self._pending_audio_s += job.audio_s
             # Every waiter: one that takes only urgent jobs must not be the only one woken for a later one.
             self._ready.notify_all()
 
@@ -192,10 +210,10 @@ class SegmentQueue:
             if not self._interactive_requests[job.trace.request_id]:
                 del self._interactive_requests[job.trace.request_id]
         if ran:
-            self._virtual_s[job.tenant] += job.segment.params.estimated_audio_s
+            self._virtual_s[job.tenant] += job.audio_s
         if job.tenant in self._lanes and not self._lanes[job.tenant]:  # a batch may take a lane's last jobs at once
             del self._lanes[job.tenant]
-        self._pending_audio_s -= job.segment.params.estimated_audio_s
+        self._pending_audio_s -= job.audio_s
         self._requests[job.trace.request_id] -= 1
         if not self._requests[job.trace.request_id]:
             del self._requests[job.trace.request_id]

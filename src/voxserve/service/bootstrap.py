@@ -17,6 +17,7 @@ from voxserve.engines.base import Engine
 from voxserve.engines.espeak import EspeakEngine
 from voxserve.engines.faulty import FaultPlan, FaultyEngine
 from voxserve.engines.piper import PiperEngine, SessionOptions
+from voxserve.engines.piper_decoder import WindowOptions
 from voxserve.engines.piper_voice import find_piper_models
 from voxserve.errors import ConfigError
 from voxserve.frontend.phonemize import EspeakPhonemizer
@@ -72,6 +73,10 @@ def build_engines(settings: Settings, phonemizer: EspeakPhonemizer) -> Engines:
 
 
 def _build_piper(settings: Settings, model_paths: list[Path], phonemizer: EspeakPhonemizer) -> tuple[Engine, bool]:
+    windows = WindowOptions(
+        first_frames=settings.decode_window_first_frames,
+        longest_frames=max(settings.decode_window_longest_frames, settings.decode_window_first_frames),
+    )
     if settings.backend == "torch":
         try:
             from voxserve.engines.torch_piper import TorchOptions, TorchPiperEngine, load_piper_voice
@@ -82,7 +87,7 @@ def _build_piper(settings: Settings, model_paths: list[Path], phonemizer: Espeak
             device=settings.device, dtype=settings.dtype, memory_fraction=settings.gpu_memory_fraction,
             threads=settings.threads_per_worker, concurrent_calls=settings.scheduler_shape(on_gpu=True)[0],
         )  # fmt: skip
-        engine = TorchPiperEngine([load_piper_voice(path) for path in model_paths], phonemizer, options)
+        engine = TorchPiperEngine([load_piper_voice(path) for path in model_paths], phonemizer, options, windows)
         return engine, engine.on_gpu
     _, batch = settings.scheduler_shape(on_gpu=False)
     options = SessionOptions(
@@ -91,7 +96,7 @@ def _build_piper(settings: Settings, model_paths: list[Path], phonemizer: Espeak
         allow_spinning=settings.worker_count == 1,
         batching=batch > 1,
     )
-    return PiperEngine(model_paths, phonemizer, options), False
+    return PiperEngine(model_paths, phonemizer, options, windows), False
 
 
 def build_telemetry(settings: Settings) -> Telemetry:
@@ -233,6 +238,7 @@ def speech_options(settings: Settings) -> SpeechOptions:
         first_segment_max_chars=settings.first_segment_max_chars,
         max_segment_chars=settings.max_segment_chars,
         segment_growth=settings.segment_growth,
+        decode_windows=settings.decode_windows,
         crossfade_ms=settings.crossfade_ms,
         request_timeout_s=settings.request_timeout_s,
         noise_scale=settings.noise_scale,

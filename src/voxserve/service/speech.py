@@ -83,6 +83,7 @@ class SpeechOptions:
     first_segment_max_chars: int
     max_segment_chars: int
     segment_growth: bool  # each segment after the first at most about twice the text before it
+    decode_windows: bool  # a response's first segment comes window by window (engines that support it)
     crossfade_ms: float
     request_timeout_s: float
     noise_scale: float
@@ -100,6 +101,7 @@ class _Plan:
     metrics: Metrics
     crossfade_ms: float
     timeout_s: float  # each segment's deadline: this long after its text was decided
+    windowed_first: bool  # the first segment decoded window by window
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,9 +203,7 @@ class _SpeechAudio:
                     prepared, future, deadline = item
                     audio = await self._result(future, deadline)
                     reservation.finished(future)
-                    if room is not None:
-                        room.release()
-                    ready = await self._join(audio.samples, joiner, windows)
+                    ready = await self._join(joiner.push, audio.samples, windows)
                     start_s = joiner.last_start / self.voice.sample_rate
                     self.started.append(SegmentStarted(index, prepared.params.text, start_s))
                     if self._timing is not None:
@@ -211,6 +211,14 @@ class _SpeechAudio:
                     index += 1
                     if len(ready):
                         yield AudioChunk(ready, self.voice.sample_rate)
+                    while (more := audio.more) is not None:  # the segment's next window
+                        audio = await self._result(more, deadline)
+                        reservation.finished(more)
+                        ready = await self._join(joiner.extend, audio.samples, windows)
+                        if len(ready):
+                            yield AudioChunk(ready, self.voice.sample_rate)
+                    if room is not None:
+                        room.release()
                 yield AudioChunk(await self._flush(joiner, windows), self.voice.sample_rate)
             finally:
                 submitter.cancel()
@@ -252,7 +260,7 @@ class _SpeechAudio:
                 self._engine, prepared, self.trace,
                 priority=Priority.FIRST_SEGMENT if index == 0 else Priority.LATER_SEGMENT,
                 due=self.trace.started_at + self._playback_s, deadline=deadline, tenant=self._tenant,
-                reservation=reservation,
+                reservation=reservation, windowed=index == 0 and self._plan.windowed_first,
             )  # fmt: skip
             self._playback_s += params.estimated_audio_s
             futures.append((prepared, future, deadline))
@@ -281,10 +289,13 @@ class _SpeechAudio:
             raise
         return WindowedConversion(conversion, self.voice.sample_rate, overlap_s=self._custom.overlap_s)
 
-    async def _join(self, samples: np.ndarray, joiner: SegmentJoiner, windows: WindowedConversion | None) -> np.ndarray:
-        """One more segment through the crossfade (and the conversion): the audio that is final so far."""
+    async def _join(
+        self, join: Callable[[np.ndarray], np.ndarray], samples: np.ndarray, windows: WindowedConversion | None
+    ) -> np.ndarray:
+        """More audio through the joiner (`push` for a segment, `extend` for its next window) and the conversion:
+        the audio that is final so far."""
         with self.trace.stage("postprocess"):
-            ready = joiner.push(samples)
+            ready = join(samples)
         if windows is None:
             return ready
         return await self.trace.in_thread("convert", windows.push, ready)
@@ -312,7 +323,9 @@ class SpeechService:
         self.audio_cache = audio_cache or AudioCache(0)
         self.telemetry = telemetry or Telemetry(TelemetryOptions(enabled=False))
         self._options = options
-        self._plan = _Plan(self.scheduler, self.metrics, options.crossfade_ms, options.request_timeout_s)
+        self._plan = _Plan(
+            self.scheduler, self.metrics, options.crossfade_ms, options.request_timeout_s, options.decode_windows
+        )
 
     @property
     def metrics(self) -> Metrics:

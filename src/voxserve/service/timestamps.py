@@ -135,7 +135,7 @@ class TimestampBuilder:
         """The timings of one segment whose audio starts at sample `start` of the response (as the crossfade
         placed it; it may overlap the previous segment, whose timings then keep their end)."""
         text_start = self._input.place(prepared.params.text)
-        length = len(audio.samples)
+        length = audio.segment_length
         begin = max(start, self._floor)
         self._floor = max(start + length, begin)
         alignment = audio.alignment

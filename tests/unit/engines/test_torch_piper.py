@@ -214,3 +214,20 @@ def test_cuda_without_a_gpu_is_a_config_error() -> None:
     assert resolve_device("auto").type == "cpu"
     with pytest.raises(ConfigError, match="no CUDA GPU"):
         resolve_device("cuda")
+
+
+def test_a_windowed_segment_on_torch_is_its_whole_decode_in_pieces(
+    torch_engine: TorchPiperEngine, corpus_segments: list[PreparedSegment]
+) -> None:
+    segment = max(corpus_segments[:6], key=lambda segment: len(segment.phoneme_ids))
+    whole = torch_engine.run([segment])[0].samples
+    audio = torch_engine.run([segment], windowed=True)[0]
+    assert audio.segment_length == len(whole)
+    pieces = [audio.samples]
+    while audio.rest is not None:
+        audio = audio.rest.run()
+        pieces.append(audio.samples)
+    assert len(pieces) >= 3  # 16 frames, then fourfold
+    windowed = np.concatenate(pieces)
+    assert len(windowed) == len(whole)
+    assert np.abs(windowed - whole).max() / np.abs(whole).max() < 1e-3

@@ -133,7 +133,9 @@ class MisshapenEngine(FakeEngine):
         super().__init__(supports_batching=True)
         self.shape = shape
 
-    def run(self, batch: Sequence[PreparedSegment], *, solo: bool = False) -> list[SegmentAudio]:
+    def run(
+        self, batch: Sequence[PreparedSegment], *, solo: bool = False, windowed: bool = False
+    ) -> list[SegmentAudio]:
         return self.shape(super().run(batch, solo=solo))  # type: ignore[return-value]
 
 
@@ -509,3 +511,79 @@ def test_engines_give_back_memory_once_the_workers_have_been_idle(metrics: Metri
     finally:
         pool.close()
     assert count(metrics, "voxserve_memory_releases_total") == 2
+
+
+def windowed(scheduler: Scheduler, engine: FakeEngine, text: str, reservation: Reservation | None = None
+             ) -> Future[SegmentAudio]:  # fmt: skip
+    segment = PreparedSegment(SynthesisParams(text=text, voice=FAKE_VOICE))
+    return scheduler.submit(engine, segment, RequestTrace(), priority=Priority.FIRST_SEGMENT, due=0.0,
+                            deadline=time.perf_counter() + 60, reservation=reservation, windowed=True)  # fmt: skip
+
+
+def pieces(future: Future[SegmentAudio]) -> list[np.ndarray]:
+    """A windowed segment's audio, window by window, following each window's `more`."""
+    audio: SegmentAudio | None = future.result(5)
+    found = []
+    while audio is not None:
+        found.append(audio.samples)
+        audio = None if audio.more is None else audio.more.result(5)
+    return found
+
+
+def test_a_windowed_segment_comes_window_by_window_and_a_new_request_goes_between_its_windows() -> None:
+    engine = FakeEngine(windows=3)
+    scheduler = Scheduler(SchedulerOptions(workers=1))
+    try:
+        engine.gate.clear()
+        long = windowed(scheduler, engine, "a long sentence")
+        assert engine.started.wait(5)
+        short = submit(scheduler, engine, "short", priority=Priority.FIRST_SEGMENT)
+        engine.gate.set()
+        found = pieces(long)
+        assert short.result(5).samples.size == len("short")
+    finally:
+        scheduler.close()
+    assert [len(piece) for piece in found] == [5, 5, 5]
+    np.testing.assert_array_equal(np.concatenate(found), np.full(15, 0.15, np.float32))
+    # The first window is all a request waits for; the next new request's first segment outranks the windows left.
+    assert engine.ran == ["a long sentence", "short", "a long sentence#1", "a long sentence#2"]
+
+
+def test_an_engine_without_windows_gives_the_whole_segment() -> None:
+    engine = FakeEngine()
+    scheduler = Scheduler(SchedulerOptions(workers=1))
+    try:
+        audio = windowed(scheduler, engine, "whole").result(5)
+    finally:
+        scheduler.close()
+    assert audio.more is None
+    assert len(audio.samples) == len("whole")
+
+
+def test_closing_a_request_stops_its_segment_between_windows(metrics: Metrics) -> None:
+    engine = FakeEngine(windows=4)
+    scheduler = Scheduler(SchedulerOptions(workers=1), metrics)
+    running, release = threading.Event(), threading.Event()
+
+    def hold_second_window(texts: list[str]) -> None:
+        if texts == ["sentence#1"]:
+            running.set()
+            release.wait(10)
+
+    engine.on_run = hold_second_window
+    try:
+        reservation = scheduler.admit(1)
+        first = windowed(scheduler, engine, "sentence", reservation)
+        assert running.wait(5)
+        reservation.close()
+        release.set()
+        audio = first.result(5)
+        second = audio.more
+        assert second is not None
+        third = second.result(5).more
+        assert third is not None
+        assert third.cancelled()  # queued under a closed reservation: refused, never run
+        assert scheduler.queue_depth() == 0
+    finally:
+        scheduler.close()
+    assert engine.ran == ["sentence", "sentence#1"]  # the two windows left never ran

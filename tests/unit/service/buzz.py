@@ -43,6 +43,7 @@ class BuzzEngine:
 
     name = "buzz"
     supports_batching = False
+    supports_windows = False
     supports_instructions = False
     supports_timestamps = False
 
@@ -59,7 +60,9 @@ class BuzzEngine:
     def prepare(self, params: SynthesisParams) -> PreparedSegment:
         return PreparedSegment(params)
 
-    def run(self, batch: Sequence[PreparedSegment], *, solo: bool = False) -> list[SegmentAudio]:
+    def run(
+        self, batch: Sequence[PreparedSegment], *, solo: bool = False, windowed: bool = False
+    ) -> list[SegmentAudio]:
         self.started.set()
         self.gate.wait(timeout=WAIT_S)
         self.threads.add(threading.current_thread().name)

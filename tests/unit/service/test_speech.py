@@ -232,3 +232,24 @@ def test_captions_of_a_result_need_it_cached_with_timings(engine: FakeEngine) ->
         assert unknown.value.code == "result_not_found"
     finally:
         speech.close()
+
+
+def test_a_first_segment_streams_window_by_window_into_the_same_audio() -> None:
+    text = "One two three four five six. Seven eight."
+    plain = speech_service(FakeEngine(), SchedulerOptions(workers=1))
+    engine = FakeEngine(windows=4)
+    windowed = speech_service(engine, SchedulerOptions(workers=1))
+    try:
+        expected = asyncio.run(collect(plain, text))
+
+        async def chunks() -> list[np.ndarray]:
+            stream = windowed.open(SpeechJob(text=text, voice="fake", model="fake", response_format="wav"))
+            return [chunk.samples async for chunk in stream.audio()]
+
+        got = asyncio.run(chunks())
+    finally:
+        plain.close()
+        windowed.close()
+    np.testing.assert_array_equal(np.concatenate(got), expected)
+    assert [text for text in engine.ran if "#" in text] == [f"{engine.ran[0]}#{n}" for n in (1, 2, 3)]
+    assert len([chunk for chunk in got if len(chunk)]) >= 4  # each window is audio as soon as it is made
