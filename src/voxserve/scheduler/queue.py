@@ -54,6 +54,7 @@ class Job:
     continuation: Continuation | None = None
     reservation: Reservation | None = None  # the request's, which the job's continuation is queued under
     submitted_at: float = field(default_factory=time.perf_counter)
+    due: float = 0.0  # its place among its tenant's jobs of its priority, as queued
     queued: bool = False  # in a queue's lanes (not taken by a worker, nor withdrawn)
     audio_s: float = field(init=False)  # estimated audio this job makes, fixed while it is queued
 
@@ -149,6 +150,7 @@ class SegmentQueue:
                 self._virtual_s[job.tenant] = max(self._virtual_s.get(job.tenant, 0.0), floor)
                 lane = self._lanes[job.tenant] = []
             heapq.heappush(lane, (job.priority, due, next(self._sequence), job))
+            job.due = due
             job.queued = True
             self._size += 1
             self._background += job.background
@@ -171,6 +173,12 @@ class SegmentQueue:
             job = heapq.heappop(self._lanes[tenant])[3]
             self._forget(job)
             return job
+
+    def give_back(self, job: Job) -> None:
+        """Queue a job taken by `get` again, as it was (its tenant is no longer charged for it)."""
+        with self._ready:
+            self._virtual_s[job.tenant] -= job.audio_s
+            self.put(job, job.due)
 
     def queued_job(self, future: Future[SegmentAudio]) -> Job | None:
         """The queued job whose future is `future`, if it is still queued."""

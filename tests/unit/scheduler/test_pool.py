@@ -587,3 +587,26 @@ def test_closing_a_request_stops_its_segment_between_windows(metrics: Metrics) -
     finally:
         scheduler.close()
     assert engine.ran == ["sentence", "sentence#1"]  # the two windows left never ran
+
+
+def test_the_rest_of_a_solo_windowed_segment_goes_before_a_later_segment_taken_meanwhile() -> None:
+    engine = FakeEngine(windows=3)
+    scheduler = Scheduler(SchedulerOptions(workers=2))
+    trace = RequestTrace()
+    try:
+        engine.gate.clear()
+        segment = PreparedSegment(SynthesisParams(text="s0", voice=FAKE_VOICE))
+        first = scheduler.submit(engine, segment, trace, priority=Priority.FIRST_SEGMENT, due=0.0,
+                                 deadline=time.perf_counter() + 60, windowed=True)  # fmt: skip
+        assert engine.started.wait(5)  # running solo: its request is all there is
+        later = submit(scheduler, engine, "s1", due=1.0, trace=trace)
+        wait_until(lambda: scheduler.queue_depth() == 0)  # the other worker has taken "s1" and waits out the solo
+        engine.gate.set()
+        found = pieces(first)
+        later.result(5)
+    finally:
+        scheduler.close()
+    assert len(found) == 3
+    # "s1" was given back when the solo run ended, and the windows queued by then went first.
+    assert engine.ran == ["s0", "s0#1", "s0#2", "s1"]
+    assert engine.solo == [True, True, True, True]
