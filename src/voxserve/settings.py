@@ -173,7 +173,7 @@ class Settings(BaseSettings):
         16, ge=1, le=1024, description="Frames of latent in a segment's first window (a frame is 256 samples)."
     )
     decode_window_longest_frames: int = Field(
-        512, ge=1, le=100_000, description="Windows after the first grow fourfold up to this many frames."
+        512, ge=1, le=100_000, description="Windows after the first grow eightfold up to this many frames."
     )
 
     stream_strip_markup: bool = Field(

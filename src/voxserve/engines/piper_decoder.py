@@ -30,7 +30,7 @@ class WindowOptions:
 
     first_frames: int = 16
     longest_frames: int = 512
-    growth: int = 4
+    growth: int = 8
 
     def __post_init__(self) -> None:
         if not 1 <= self.first_frames <= self.longest_frames or self.growth < 1:

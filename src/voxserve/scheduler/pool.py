@@ -194,9 +194,9 @@ class Scheduler:
         time is spent on it. Under a `reservation` the segment fills room held by `admit`, and closing the
         reservation cancels it; once closed, the future comes back cancelled and nothing is queued.
 
-        `windowed` (for an engine that `supports_windows`): the future's audio is the segment's first window, and
-        its `more` the next window's future; each window is queued when the one before it is done, due when a
-        listener reaches it."""
+        `windowed` (for an engine that `supports_windows`, when the segment runs with the machine to itself): the
+        future's audio is the segment's first window, and its `more` the next window's future; each window is
+        queued when the one before it is done, due when a listener reaches it."""
         future: Future[SegmentAudio] = Future()
         windowed = windowed and engine.supports_windows
         job = Job(engine, segment, trace, future, deadline, priority, tenant, due, windowed, reservation=reservation)
@@ -303,8 +303,11 @@ class Scheduler:
         try:
             # The rest of a windowed segment is queued before this run counts as ended: a worker waiting for it
             # to end finds it there, ahead of later segments.
-            outputs = [self._continue(job, audio) for job, audio in zip(batch, _synthesize(engine, batch, wide),
-                                                                       strict=True)]  # fmt: skip
+            # Windows pay off only for a request alone: under load a window's context is decoded twice on cores
+            # that are all busy, and the segment's whole audio is a longer head start for the one after it.
+            windowed = solo and len(batch) == 1 and batch[0].windowed
+            synthesized = _synthesize(engine, batch, wide, windowed=windowed)
+            outputs = [self._continue(job, audio) for job, audio in zip(batch, synthesized, strict=True)]
         except VoxError as exc:
             error = exc
         finally:
@@ -400,7 +403,7 @@ class Scheduler:
             self._metrics.engine_failures.labels(engine).inc()
 
 
-def _synthesize(engine: Engine, batch: list[Job], solo: bool) -> list[SegmentAudio]:
+def _synthesize(engine: Engine, batch: list[Job], solo: bool, *, windowed: bool = False) -> list[SegmentAudio]:
     """One engine call for `batch` (or the next window of a continuation), its outputs in order. Whatever goes
     wrong, engines being code we do not control (an exception of any type, a count of outputs that does not
     match), comes out as a `VoxError`."""
@@ -409,7 +412,6 @@ def _synthesize(engine: Engine, batch: list[Job], solo: bool) -> list[SegmentAud
         if continuation is not None:
             outputs = [continuation.run(solo=solo)]
         else:
-            windowed = batch[0].windowed and len(batch) == 1
             outputs = list(engine.run([job.segment for job in batch], solo=solo, windowed=windowed))
     except VoxError:
         raise

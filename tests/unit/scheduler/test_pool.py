@@ -610,3 +610,22 @@ def test_the_rest_of_a_solo_windowed_segment_goes_before_a_later_segment_taken_m
     # "s1" was given back when the solo run ended, and the windows queued by then went first.
     assert engine.ran == ["s0", "s0#1", "s0#2", "s1"]
     assert engine.solo == [True, True, True, True]
+
+
+def test_a_segment_is_decoded_whole_when_other_requests_wait() -> None:
+    engine = FakeEngine(windows=3)
+    scheduler = Scheduler(SchedulerOptions(workers=1))
+    try:
+        blocker = held(scheduler, engine)
+        first = windowed(scheduler, engine, "first")
+        other = submit(scheduler, engine, "another request's")
+        engine.gate.set()
+        audio = first.result(5)
+        blocker.result(5)
+        other.result(5)
+    finally:
+        scheduler.close()
+    # Under load a window's context would be decoded twice on busy cores: the segment comes whole.
+    assert audio.more is None
+    assert len(audio.samples) == len("first")
+    assert not any("#" in text for text in engine.ran)
