@@ -34,10 +34,10 @@ from voxserve.settings import available_cores
 from voxserve.types import SynthesisParams
 
 CONFIGS = {
+    "default": WindowOptions(),
     "first16_x2_to256": WindowOptions(16, 256, 2),
     "first16_x4_to512": WindowOptions(16, 512, 4),
-    "first16_x8_to1024": WindowOptions(16, 1024, 8),
-    "first8_x4_to512": WindowOptions(8, 512, 4),
+    "first8_x8_to512": WindowOptions(8, 512, 8),
 }
 
 
