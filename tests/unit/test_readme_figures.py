@@ -1,0 +1,90 @@
+"""The README's performance figures are those of the committed reports under `docs/bench/`: a figure changed
+without re-running its benchmark, or a report re-run without updating the README, fails here."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).parents[2]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def report(name: str) -> dict[str, Any]:
+    return json.loads((ROOT / "docs" / "bench" / f"{name}.json").read_text(encoding="utf-8"))
+
+
+PIPER_SECTION = README[README.index("**Against piper's own HTTP server**") :]
+
+
+def table_row(first_cell: str) -> list[str]:
+    """The cells of the piper comparison's table row that starts with `first_cell`."""
+    line = next(line for line in PIPER_SECTION.splitlines() if line.startswith(f"| {first_cell}"))
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def numbers(cell: str) -> list[float]:
+    return [float(number.replace(",", "")) for number in re.findall(r"\d[\d,]*(?:\.\d+)?", cell)]
+
+
+@pytest.mark.parametrize("concurrency", [1, 4, 8])
+def test_the_piper_table_is_the_committed_report(concurrency: int) -> None:
+    piper = report("vs_piper")
+    ratios, medians = piper["voxserve_vs_piper"], piper["medians"]
+    ours, theirs = medians[f"voxserve_c{concurrency}"], medians[f"piper_c{concurrency}"]
+    cells = table_row(f"{concurrency} |")
+    throughput = ratios[f"c{concurrency}_throughput"]
+    assert numbers(cells[1]) == [
+        round(ours["audio_s_per_wall_s"], 1), round(theirs["audio_s_per_wall_s"], 1),
+        round(throughput["median"], 2), round(throughput["min"], 2), round(throughput["max"], 2),
+    ]  # fmt: skip
+    latency = [ratios[f"c{concurrency}_latency_{p}"] for p in ("p50", "p95")]
+    assert numbers(cells[2])[::3] == [round(latency[0]["median"], 2), round(latency[1]["median"], 2)]
+    assert numbers(cells[3]) == [round(ours["ttfa_p50_s"] * 1000), round(ours["ttfa_p95_s"] * 1000)]
+    assert numbers(cells[4]) == [round(theirs["ttfa_p50_s"] * 1000), round(theirs["ttfa_p95_s"] * 1000)]
+    assert numbers(cells[5])[0] == ours["requests_with_stall"]
+
+
+@pytest.mark.parametrize(
+    ("first_cell", "server"),
+    [("defaults", "voxserve"), ("`decode_windows = false`", "no_windows"), ("whole sentences", "whole_sentences")],
+)
+def test_the_variant_table_is_the_committed_report(first_cell: str, server: str) -> None:
+    piper = report("vs_piper")
+    ratios = {name: value["median"] for name, value in piper[f"{server}_vs_piper"].items()}
+    medians = piper["medians"]
+    cells = table_row(first_cell)
+    c1 = medians[f"{server}_c1"]
+    assert numbers(cells[1]) == [
+        round(ratios["c1_throughput"], 2), round(ratios["c1_latency_p50"], 2),
+        round(c1["ttfa_p50_s"] * 1000), round(c1["ttfa_p95_s"] * 1000),
+    ]  # fmt: skip
+    assert numbers(cells[2]) == [round(ratios["c4_throughput"], 2), round(medians[f"{server}_c4"]["ttfa_p95_s"] * 1000)]
+    assert numbers(cells[3]) == [
+        round(ratios["c8_throughput"], 2), round(ratios["c8_latency_p95"], 2),
+        round(medians[f"{server}_c8"]["ttfa_p95_s"] * 1000),
+    ]  # fmt: skip
+    assert numbers(cells[4]) == [medians[f"{server}_c{c}"]["requests_with_stall"] for c in (1, 4, 8)]
+
+
+def test_the_windowed_decoder_figures_are_the_committed_report() -> None:
+    windowed = report("windowed_decoder")
+    whole, default = windowed["whole_call"], windowed["configs"]["default"]
+    paragraph = README[README.index("**The windowed decoder in-process**") :].split("\n\n")[0]
+    expected = [
+        f"takes {whole['ms_p50']:.0f} ms p50 ({whole['ms_p95']:.0f} ms p95)",
+        f"grows by {whole['ms_per_100_chars']:.0f} ms per 100 characters",
+        f"first audio in {default['first_audio_ms_p50']:.0f} ms p50 ({default['first_audio_ms_p95']:.0f} ms p95)",
+        f"growing by {default['first_audio_ms_per_100_chars']:.0f} ms",
+        f"took {default['total_vs_whole_call_median']:.2f}x its whole call",
+        f"{windowed['configs']['first16_x2_to256']['total_vs_whole_call_median']:.2f}x with windows doubling",
+        f"{windowed['configs']['first16_x4_to512']['total_vs_whole_call_median']:.2f}x growing fourfold",
+    ]
+    for figure in expected:
+        assert figure in " ".join(paragraph.split()), figure
+    worst = max(config["max_relative_error"] for config in windowed["configs"].values())
+    assert worst < 1e-3
