@@ -88,3 +88,33 @@ def test_the_windowed_decoder_figures_are_the_committed_report() -> None:
         assert figure in " ".join(paragraph.split()), figure
     worst = max(config["max_relative_error"] for config in windowed["configs"].values())
     assert worst < 1e-3
+
+
+def test_the_server_sweep_table_is_the_committed_report() -> None:
+    sweep = report("server_sweep")["runs"]
+    stream = sweep["stream"]
+    best = max(config["audio_s_per_wall_s"] for config in stream["in_process"])
+    section = README[README.index("| concurrency | audio s / s | vs in-process |") :]
+    for level in stream["levels"]:
+        line = next(line for line in section.splitlines() if line.startswith(f"| {level['concurrency']} |"))
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        server = level["server"]
+        assert numbers(" ".join(cells[1:])) == [
+            round(level["audio_s_per_wall_s"], 2), round(level["audio_s_per_wall_s"] / best, 2),
+            round(level["latency_s"]["p50"] * 1000), round(level["latency_s"]["p95"] * 1000),
+            round(level["ttfa_s"]["p50"] * 1000), round(level["ttfa_s"]["p95"] * 1000), level["requests_with_stall"],
+            round(server["cpu_cores"], 2), round(server["peak_rss_bytes"] / 1e9, 2),
+        ]  # fmt: skip
+    targets = README[README.index("| target (issue 3) |") :].split("\n\n")[0]
+    c8 = next(level for level in stream["levels"] if level["concurrency"] == 8)
+    buffered = sweep["buffered_c1"]
+    single = min(config["latency_s"]["p50"] for config in buffered["in_process"])
+    cache = sweep["cache"]["levels"][0]["latency_s"]
+    for figure in (
+        f"{c8['audio_s_per_wall_s']:.2f} / {best:.2f} audio-s per s",
+        f"**{c8['audio_s_per_wall_s'] / best:.2f}**",
+        f"{buffered['levels'][0]['latency_s']['p50'] * 1000:.0f} / {single * 1000:.0f} ms",
+        f"**{c8['ttfa_s']['p95'] * 1000:.0f} ms**",
+        f"**{cache['p50'] * 1000:.0f} ms** (p95 {cache['p95'] * 1000:.0f} ms",
+    ):
+        assert figure in targets, figure
