@@ -2,20 +2,23 @@
 `VOXSERVE_TELEMETRY=false`, loaded in turn at concurrency 8 with the same requests, round after round, so both
 see the same machine (it is shared and noisy; only the ratio is meant to be read).
 
-    .venv/bin/python benchmarks/telemetry_overhead.py [--rounds 4] [--requests 24] [--concurrency 8]
+    .venv/bin/python benchmarks/telemetry_overhead.py [--rounds 4] [--requests 24] [--concurrency 8] \
+        -o docs/bench/telemetry_overhead.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
-from fair_share import CORPUS
-from local_server import start_server
+from fair_share import CORPUS, report_header, spread
+from local_server import start_server, stop_server
 
 from voxserve.bench.corpus import load_corpus
 
@@ -45,8 +48,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--requests", type=int, default=24)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("-o", "--output", type=Path)
     args = parser.parse_args()
     lines = corpus()
+    load_start = os.getloadavg()
     servers = {"on": start_server(), "off": start_server({"VOXSERVE_TELEMETRY": "false"})}
     throughput: dict[str, list[float]] = {"on": [], "off": []}
     try:
@@ -60,12 +65,22 @@ def main() -> None:
             print(f"round {round_index + 1}: on {throughput['on'][-1]:.2f}, off {throughput['off'][-1]:.2f} audio-s/s")
     finally:
         for process, _ in servers.values():
-            process.terminate()
-            process.wait()
+            stop_server(process)
     on, off = statistics.median(throughput["on"]), statistics.median(throughput["off"])
-    print(json.dumps({"audio_s_per_s_on": round(on, 3), "audio_s_per_s_off": round(off, 3),
-                      "on_vs_off": round(on / off, 4), "overhead": round(1 - on / off, 4),
-                      "rounds": throughput}, indent=2))  # fmt: skip
+    result = {
+        "audio_s_per_s_on": round(on, 3), "audio_s_per_s_off": round(off, 3), "on_vs_off": round(on / off, 4),
+        "on_vs_off_per_round": spread([a / b for a, b in zip(throughput["on"], throughput["off"], strict=True)]),
+        "rounds": throughput,
+    }  # fmt: skip
+    print(json.dumps(result, indent=2))
+    if args.output:
+        report = {
+            **report_header("telemetry_overhead", lines, (load_start, os.getloadavg())),
+            "setup": {"servers": "telemetry on (default) and VOXSERVE_TELEMETRY=false", "format": "pcm",
+                      "concurrency": args.concurrency, "requests_per_burst": args.requests, "rounds": args.rounds},
+            **result,
+        }  # fmt: skip
+        args.output.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -118,3 +118,14 @@ def test_the_server_sweep_table_is_the_committed_report() -> None:
         f"**{cache['p50'] * 1000:.0f} ms** (p95 {cache['p95'] * 1000:.0f} ms",
     ):
         assert figure in targets, figure
+
+
+def test_the_telemetry_cost_is_the_committed_report() -> None:
+    telemetry = report("telemetry_overhead")
+    ratio = telemetry["on_vs_off_per_round"]
+    paragraph = " ".join(README[README.index("**Cost**: with `telemetry = false`") :].split("\n\n")[0].split())
+    for figure in (
+        f"on/off per round **{ratio['median']:.2f}** (median; {ratio['min']:.2f}-{ratio['max']:.2f})",
+        f"medians {telemetry['audio_s_per_s_on']:.2f} audio-s/s on and {telemetry['audio_s_per_s_off']:.2f} off",
+    ):
+        assert figure in paragraph, figure
