@@ -129,3 +129,26 @@ def test_the_telemetry_cost_is_the_committed_report() -> None:
         f"medians {telemetry['audio_s_per_s_on']:.2f} audio-s/s on and {telemetry['audio_s_per_s_off']:.2f} off",
     ):
         assert figure in paragraph, figure
+
+
+def test_the_decoder_precision_figures_are_the_committed_report() -> None:
+    variants = report("decoder_precision")["variants"]
+    paragraph = " ".join(README[README.index("**The decoder at the onnxruntime level**") :].split("\n\n")[0].split())
+
+    def ms(name: str) -> str:
+        return " / ".join(f"{value:.0f}" for value in variants[name]["ms_per_call_by_window_frames"].values())
+
+    def ratios(prefix: str) -> list[float]:
+        return [ratio for name, variant in variants.items() if name.startswith(prefix)
+                for ratio in variant["vs_fp32_all_same_threads"].values()]  # fmt: skip
+
+    fp16, int8 = ratios("fp16"), ratios("int8")
+    int8_error = variants["int8_dynamic_all_2t"]["max_relative_error"]
+    for figure in (
+        f"{ms('fp32_all_2t')} ms on 2 threads, {ms('fp32_all_1t')} ms on 1",
+        f"relative error {variants['fp16_all_2t']['max_relative_error']:.1e}".replace("e-0", "e-"),
+        f"no faster on this CPU ({min(fp16):.2f}-{max(fp16):.2f}x fp32)",
+        f"{min(int8):.1f}-{max(int8):.1f}x slower with a relative error of {int8_error:.2f}",
+        f"up to {max(ratios('fp32_basic') + ratios('fp32_extended')):.2f}x slower",
+    ):
+        assert figure in paragraph, figure
