@@ -152,3 +152,16 @@ def test_the_decoder_precision_figures_are_the_committed_report() -> None:
         f"up to {max(ratios('fp32_basic') + ratios('fp32_extended')):.2f}x slower",
     ):
         assert figure in paragraph, figure
+
+
+def test_the_first_audio_slope_is_the_committed_report() -> None:
+    slope = report("server_sweep")["c1_ttfa_by_first_sentence"]
+    low, high = slope["first_sentence_chars_min_max"]
+    paragraph = " ".join(README[README.index("**First audio no longer grows with the first sentence**") :].split())
+    figure = (
+        f"over the {slope['requests']} c=1 requests (first sentences of {low} to {high} characters), TTFA grows "
+        f"by {slope['ms_per_100_chars']:.0f} ms per 100 characters (correlation {slope['correlation']})"
+    )
+    assert figure in paragraph
+    whole = report("windowed_decoder")["whole_call"]["ms_per_100_chars"]
+    assert f"against {whole:.0f} ms for a whole call in-process" in paragraph
