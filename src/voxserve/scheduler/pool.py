@@ -131,6 +131,7 @@ class Scheduler:
         self._queue = SegmentQueue()
         self._metrics.watch_queue(self.queue_depth, self.pending_audio_s)
         self._busy = 0
+        self._live_busy = 0  # running batches of live (not background) requests
         self._solo_running = False
         self._busy_changed = threading.Condition()
         self._idle_since: float | None = time.monotonic()
@@ -194,7 +195,7 @@ class Scheduler:
         time is spent on it. Under a `reservation` the segment fills room held by `admit`, and closing the
         reservation cancels it; once closed, the future comes back cancelled and nothing is queued.
 
-        `windowed` (for an engine that `supports_windows`, when the segment runs with the machine to itself): the
+        `windowed` (for an engine that `supports_windows`, when its request is the only live one, jobs aside): the
         future's audio is the segment's first window, and its `more` the next window's future; each window is
         queued when the one before it is done, due when a listener reaches it."""
         future: Future[SegmentAudio] = Future()
@@ -291,7 +292,7 @@ class Scheduler:
 
     def _run(self, batch: list[Job], *, express: bool) -> None:
         engine = batch[0].engine
-        solo = self._start_running(batch)
+        solo, live_alone = self._start_running(batch)
         # The express worker outranks the others (they run niced), so its first segments get every core without
         # holding them back: that is what `solo` means to the engine, not to the other workers.
         wide = solo or express
@@ -303,16 +304,17 @@ class Scheduler:
         try:
             # The rest of a windowed segment is queued before this run counts as ended: a worker waiting for it
             # to end finds it there, ahead of later segments.
-            # Windows pay off only for a request alone: under load a window's context is decoded twice on cores
-            # that are all busy, and the segment's whole audio is a longer head start for the one after it.
-            windowed = solo and len(batch) == 1 and batch[0].windowed
+            # Windows pay off only for a live request alone (background jobs give way to its windows, which stay
+            # first segments): under live load a window's context is decoded twice on cores that are all busy,
+            # and the segment's whole audio is a longer head start for the one after it.
+            windowed = live_alone and len(batch) == 1 and batch[0].windowed
             synthesized = _synthesize(engine, batch, wide, windowed=windowed)
             outputs = [self._continue(job, audio) for job, audio in zip(batch, synthesized, strict=True)]
         except VoxError as exc:
             error = exc
         finally:
             elapsed = time.perf_counter() - started
-            self._stop_running(solo, elapsed / len(batch))
+            self._stop_running(batch, solo, elapsed / len(batch))
         # The trace is complete before any future resolves: a request may finish as soon as its audio is set.
         window = batch[0].continuation is not None
         for job in batch:
@@ -343,23 +345,27 @@ class Scheduler:
         self._queue_job(following, job.start_due + rest.offset_s, job.reservation)
         return replace(audio, rest=None, more=more)
 
-    def _start_running(self, batch: list[Job]) -> bool:
-        """Count the batch as running; True when it runs solo."""
+    def _start_running(self, batch: list[Job]) -> tuple[bool, bool]:
+        """Count the batch as running; whether it runs solo, and whether its request is the only live one
+        running or waiting (background jobs aside)."""
         with self._busy_changed:
             self._busy += 1
+            self._live_busy += not batch[0].background
             self._idle_since = None
             self._ran[id(batch[0].engine)] = batch[0].engine
             # Alone, or only followed by this request's own segments: one at a time on every core beats
             # splitting the cores between segments of one request (the longer one would straggle). Background
             # segments never run solo: a job keeps every worker busy, each on one core, which makes more audio
             # per second (and the same audio whichever worker makes it).
-            solo = self._busy == 1 and not batch[0].background and self._queue.holds_only(batch[0].trace.request_id)
+            alone = not batch[0].background and self._queue.holds_only(batch[0].trace.request_id)
+            solo = self._busy == 1 and alone
             self._solo_running = self._solo_running or solo
-            return solo
+            return solo, alone and self._live_busy == 1
 
-    def _stop_running(self, solo: bool, per_item_s: float) -> None:
+    def _stop_running(self, batch: list[Job], solo: bool, per_item_s: float) -> None:
         with self._busy_changed:
             self._busy -= 1
+            self._live_busy -= not batch[0].background
             if not self._busy:
                 self._idle_since = time.monotonic()
             self._solo_running = self._solo_running and not solo

@@ -629,3 +629,26 @@ def test_a_segment_is_decoded_whole_when_other_requests_wait() -> None:
     assert audio.more is None
     assert len(audio.samples) == len("first")
     assert not any("#" in text for text in engine.ran)
+
+
+def test_a_running_job_does_not_keep_a_live_request_from_its_windows() -> None:
+    engine = FakeEngine(windows=3)
+    scheduler = Scheduler(SchedulerOptions(workers=2))
+    running, release = threading.Event(), threading.Event()
+
+    def hold_the_job(texts: list[str]) -> None:
+        if texts == ["job segment"]:
+            running.set()
+            release.wait(10)
+
+    engine.on_run = hold_the_job
+    try:
+        job = submit(scheduler, engine, "job segment", Priority.BACKGROUND)
+        assert running.wait(5)
+        found = pieces(windowed(scheduler, engine, "live"))
+        release.set()
+        job.result(5)
+    finally:
+        release.set()
+        scheduler.close()
+    assert len(found) == 3  # the job's segment runs on the other worker; the live request is the only live one
