@@ -165,3 +165,24 @@ def test_the_first_audio_slope_is_the_committed_report() -> None:
     assert figure in paragraph
     whole = report("windowed_decoder")["whole_call"]["ms_per_100_chars"]
     assert f"against {whole:.0f} ms for a whole call in-process" in paragraph
+
+
+def test_the_jobs_lane_figures_are_the_committed_report() -> None:
+    jobs = report("jobs_lane")
+    ratios, ttfa = jobs["ratios"], jobs["ttfa_ms_pooled"]
+    section = " ".join(README[README.index("**Jobs lane, measured**") :].split("**From the command line.**")[0].split())
+
+    def level(concurrency: int) -> str:
+        ratio = ratios[f"ttfa_p95_c{concurrency}_beside_vs_alone"]
+        beside, alone = ttfa[f"c{concurrency}_beside"]["p95"], ttfa[f"c{concurrency}_alone"]["p95"]
+        return (f"**{ratio['median']:.2f}x at c={concurrency}** ({ratio['min']:.2f}-{ratio['max']:.2f}; "
+                f"{beside:.0f} / {alone:.0f} ms")  # fmt: skip
+
+    job = ratios["job_vs_in_process_audio_s_per_s"]
+    for figure in (
+        f"**{job['median']:.2f}x** the in-process throughput limit ({job['min']:.2f}-{job['max']:.2f} over rounds",
+        level(1),
+        level(4),
+        f"**{jobs['long_job']['peak_second_half_vs_first_half']:.2f}x** the first half's",
+    ):
+        assert figure in section, figure
