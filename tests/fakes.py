@@ -33,6 +33,7 @@ class FakeEngine:
         self.ran: list[str] = []
         self.batches: list[list[str]] = []
         self.solo: list[bool] = []
+        self.windowed: list[bool] = []  # what each call was asked for
         self.memory_releases = 0
         self.solo_by_text: dict[str, bool] = {}
         self.gate = threading.Event()
@@ -54,6 +55,7 @@ class FakeEngine:
         self, batch: Sequence[PreparedSegment], *, solo: bool = False, windowed: bool = False
     ) -> list[SegmentAudio]:
         texts = [segment.params.text for segment in batch]
+        self.windowed.append(windowed)
         self._call(texts, solo)
         audio = [np.full(len(text), len(text) / 100, dtype=np.float32) for text in texts]
         if windowed and self.supports_windows:
@@ -61,6 +63,19 @@ class FakeEngine:
             rest = FakeWindows(self, texts[0], pieces[1:], len(pieces[0]) / FAKE_VOICE.sample_rate)
             return [SegmentAudio(pieces[0], segment_samples=len(audio[0]), rest=rest)]
         return [SegmentAudio(samples) for samples in audio]
+
+    def hold(self, text: str) -> tuple[threading.Event, threading.Event]:
+        """Make the call that runs `text` (a window's `text#n` too) wait. Returns the events "it is running" and
+        "let it finish"."""
+        running, release = threading.Event(), threading.Event()
+
+        def held(texts: list[str]) -> None:
+            if texts == [text]:
+                running.set()
+                release.wait(10)
+
+        self.on_run = held
+        return running, release
 
     def _call(self, texts: list[str], solo: bool) -> None:
         if self.on_run is not None:

@@ -201,14 +201,14 @@ class Scheduler:
         future: Future[SegmentAudio] = Future()
         windowed = windowed and engine.supports_windows
         job = Job(engine, segment, trace, future, deadline, priority, tenant, due, windowed, reservation=reservation)
-        self._queue_job(job, due, reservation)
+        self._queue_job(job, due)
         return future
 
-    def _queue_job(self, job: Job, due: float, reservation: Reservation | None) -> None:
-        if reservation is None:
+    def _queue_job(self, job: Job, due: float) -> None:
+        if job.reservation is None:
             self._queue.put(job, due)
         else:
-            reservation._put(job, due)
+            job.reservation._put(job, due)
 
     def cancel(self, future: Future[SegmentAudio]) -> None:
         """Cancel a segment submitted without a reservation; one still queued leaves the queue now."""
@@ -342,7 +342,7 @@ class Scheduler:
         priority = job.priority
         following = Job(job.engine, job.segment, job.trace, more, job.deadline, priority, job.tenant, job.start_due,
                         continuation=rest, reservation=job.reservation)  # fmt: skip
-        self._queue_job(following, job.start_due + rest.offset_s, job.reservation)
+        self._queue_job(following, job.start_due + rest.offset_s)
         return replace(audio, rest=None, more=more)
 
     def _start_running(self, batch: list[Job]) -> tuple[bool, bool]:

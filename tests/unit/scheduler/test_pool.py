@@ -558,19 +558,13 @@ def test_an_engine_without_windows_gives_the_whole_segment() -> None:
         scheduler.close()
     assert audio.more is None
     assert len(audio.samples) == len("whole")
+    assert engine.windowed == [False]  # never asked for windows it does not support
 
 
 def test_closing_a_request_stops_its_segment_between_windows(metrics: Metrics) -> None:
     engine = FakeEngine(windows=4)
     scheduler = Scheduler(SchedulerOptions(workers=1), metrics)
-    running, release = threading.Event(), threading.Event()
-
-    def hold_second_window(texts: list[str]) -> None:
-        if texts == ["sentence#1"]:
-            running.set()
-            release.wait(10)
-
-    engine.on_run = hold_second_window
+    running, release = engine.hold("sentence#1")
     try:
         reservation = scheduler.admit(1)
         first = windowed(scheduler, engine, "sentence", reservation)
@@ -634,14 +628,7 @@ def test_a_segment_is_decoded_whole_when_other_requests_wait() -> None:
 def test_a_running_job_does_not_keep_a_live_request_from_its_windows() -> None:
     engine = FakeEngine(windows=3)
     scheduler = Scheduler(SchedulerOptions(workers=2))
-    running, release = threading.Event(), threading.Event()
-
-    def hold_the_job(texts: list[str]) -> None:
-        if texts == ["job segment"]:
-            running.set()
-            release.wait(10)
-
-    engine.on_run = hold_the_job
+    running, release = engine.hold("job segment")
     try:
         job = submit(scheduler, engine, "job segment", Priority.BACKGROUND)
         assert running.wait(5)

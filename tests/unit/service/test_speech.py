@@ -71,19 +71,6 @@ def cancelled(metrics: Metrics) -> float:
     return metrics.registry.get_sample_value("voxserve_segments_cancelled_total") or 0.0
 
 
-def hold(engine: FakeEngine, text: str) -> tuple[threading.Event, threading.Event]:
-    """Make the worker that takes segment `text` wait. Returns the events "it is running" and "let it finish"."""
-    running, release = threading.Event(), threading.Event()
-
-    def held(texts: list[str]) -> None:
-        if texts == [text]:
-            running.set()
-            release.wait(10)
-
-    engine.on_run = held
-    return running, release
-
-
 def assert_holds_nothing(service: SpeechService) -> None:
     """Nothing queued or held: only then is a request far larger than the queue of six admitted."""
     service.scheduler.admit(1000).close()
@@ -99,7 +86,7 @@ def test_segments_come_back_in_order(service: SpeechService) -> None:
 
 
 def test_a_stream_holds_queue_room_only_while_it_is_iterated(single: SpeechService, engine: FakeEngine) -> None:
-    _, release = hold(engine, SENTENCES[1])
+    _, release = engine.hold(SENTENCES[1])
 
     async def two_requests() -> None:
         first = single.open(job()).audio()
@@ -166,7 +153,7 @@ def test_a_hang_up_while_segments_are_submitted_cancels_every_one_of_them(
 def test_leaving_a_stream_after_its_first_chunk_cancels_the_rest(
     single: SpeechService, engine: FakeEngine, metrics: Metrics
 ) -> None:
-    running, release = hold(engine, SENTENCES[1])
+    running, release = engine.hold(SENTENCES[1])
 
     async def first_chunk_only() -> None:
         chunks = single.open(job()).audio()
