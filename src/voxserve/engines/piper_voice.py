@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,11 +53,19 @@ class PiperVoiceConfig:
             self.speaker_ids: dict[str, int] = config.get("speaker_id_map") or {}
             self.language = str(config.get("language", {}).get("code", self.espeak_voice))
             self.phoneme_map: dict[str, list[str]] = config.get("phoneme_map") or {}
+            self.phoneme_type = str(config.get("phoneme_type", "espeak"))
+            # Vowels the voice was trained on as one phoneme ("a" "ɪ" -> "aɪ"), longest first.
+            clusters = config.get("vowel_clusters") or ()
+            self.vowel_clusters = sorted(("".join(cluster) for cluster in clusters), key=len, reverse=True)
             self.noise_scale = float(inference.get("noise_scale", 0.667))
             self.length_scale = float(inference.get("length_scale", 1.0))
             self.noise_w = float(inference.get("noise_w", 0.8))
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ConfigError(f"cannot read Piper voice config {config_path}: {exc}") from exc
+        if self.phoneme_type not in ("espeak", "text"):
+            raise ConfigError(
+                f"Piper voice {config_path} uses phoneme_type {self.phoneme_type!r}; voxserve reads 'espeak' and 'text'"
+            )
         self.name = model_path.name.removesuffix(".onnx")
 
     def voices(self, engine: str) -> list[VoiceInfo]:
@@ -69,14 +78,18 @@ class PiperVoiceConfig:
         ]  # fmt: skip
 
     def prepare(self, params: SynthesisParams, phonemizer: Phonemizer) -> PreparedSegment:
-        phonemes = phonemizer.phonemize(params.text, self.espeak_voice)
+        phonemes = self.phonemes(params.text, phonemizer)
         ids, sources = self.phoneme_ids_with_sources(phonemes)
         words = ()
         if params.timestamps:
-            words = tuple(
-                align_words(params.text, phonemes, lambda word: phonemizer.phonemize(word, self.espeak_voice))
-            )
+            words = tuple(align_words(params.text, phonemes, lambda word: self.phonemes(word, phonemizer)))
         return PreparedSegment(params, phonemes, ids, sources, words)
+
+    def phonemes(self, text: str, phonemizer: Phonemizer) -> str:
+        """What the voice was trained on: espeak's phonemes, or for `text` voices the characters themselves."""
+        if self.phoneme_type == "text":
+            return unicodedata.normalize("NFD", text)
+        return phonemizer.phonemize(text, self.espeak_voice)
 
     def phoneme_ids(self, phonemes: str) -> tuple[int, ...]:
         return self.phoneme_ids_with_sources(phonemes)[0]
@@ -87,11 +100,14 @@ class PiperVoiceConfig:
         pad = self.phoneme_id_map[_PAD]
         ids = [*self.phoneme_id_map[_BOS], *pad]
         sources = [-1] * len(ids)
-        for index, phoneme in enumerate(phonemes):
+        index = 0
+        while index < len(phonemes):
+            phoneme = next((c for c in self.vowel_clusters if phonemes.startswith(c, index)), phonemes[index])
             for mapped in self.phoneme_map.get(phoneme, [phoneme]):
                 if mapped in self.phoneme_id_map:
                     ids += [*self.phoneme_id_map[mapped], *pad]
                     sources += [index] * len(self.phoneme_id_map[mapped]) + [-1] * len(pad)
+            index += len(phoneme)
         ids += self.phoneme_id_map[_EOS]
         sources += [-1] * len(self.phoneme_id_map[_EOS])
         return tuple(ids), tuple(sources)

@@ -49,8 +49,9 @@ def words_of(text: str) -> list[tuple[int, int]]:
 
 
 def is_sound(char: str) -> bool:
-    """A symbol that is a sound of its own (a letter of the IPA), not a stress, length or pause mark."""
-    return char not in STRESS and char not in "ːˑ" and unicodedata.category(char).startswith("L")
+    """A symbol that is a sound of its own (a letter of the IPA), not a modifier letter (stress, length, the
+    linking glide `ʲ`) or a pause mark."""
+    return unicodedata.category(char) in ("Ll", "Lu", "Lo", "Lt")
 
 
 def align_words(
@@ -120,8 +121,12 @@ def _with_stress(phonemes: str, index: int) -> int:
 
 
 def _with_marks(phonemes: str, index: int) -> int:
-    """The end of the sound at `index` with the length marks and diacritics after it."""
+    """The end of the sound at `index` with the modifier letters (length, glides) and diacritics after it."""
     index += 1
-    while index < len(phonemes) and (phonemes[index] in "ːˑ" or unicodedata.category(phonemes[index]) == "Mn"):
+    while index < len(phonemes) and _is_mark(phonemes[index]):
         index += 1
     return index
+
+
+def _is_mark(char: str) -> bool:
+    return char not in STRESS and unicodedata.category(char) in ("Lm", "Mn")

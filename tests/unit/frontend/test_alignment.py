@@ -36,7 +36,7 @@ def test_words_leave_the_punctuation_around_them_out() -> None:
     [
         ("Dr. Smith paid $1,990.50 on 3/4/2021, didn't he?",
          [("Dr", "dˈɑːktɚ"), ("Smith", "smˈɪθ"), ("paid", "pˈeɪd"),
-          ("$1,990.50", "dˈɑːlɚ wˈʌn,nˈaɪnhˈʌndɹɪd nˈaɪnti.fˈɪfti"), ("on", "ˌɔn"),
+          ("$1,990.50", "dˈɑːlɚ wˈʌn θˈaʊzənd nˈaɪnhˈʌndɹɪd nˈaɪnti pɔɪnt fˈaɪv zˈiəɹoʊ"), ("on", "ˌɔn"),
           ("3/4/2021", "θɹˈiː slˈæʃ fˈɔːɹ slˈæʃ tˈuː θˈaʊzənd twˈɛnti wˈʌn"), ("didn't", "dˈɪdnt"), ("he", "hiː")]),
         ("I read the book, and now I'll read it again.",
          [("I", "aɪ"), ("read", "ɹˈiːd"), ("the", "ðə"), ("book", "bˈʊk"), ("and", "ænd"), ("now", "nˈaʊ"),
