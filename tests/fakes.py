@@ -13,6 +13,11 @@ from voxserve.engines.base import EngineProfile, PreparedSegment, SegmentAudio
 from voxserve.types import SynthesisParams, VoiceInfo
 
 FAKE_VOICE = VoiceInfo("fake", "fake", "en", 1000, "fake")
+# A server around fake engines: the fake voice only, no audio cache, and no loudness calibration (it would run the
+# calibration texts on the engine, which these tests hold and count the calls of).
+FAKE_SERVER: dict[str, object] = {
+    "default_voice": FAKE_VOICE.id, "espeak_voices": False, "audio_cache_bytes": 0, "loudness_normalization": False,
+}  # fmt: skip
 
 
 class FakeEngine:

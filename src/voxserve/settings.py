@@ -95,6 +95,16 @@ class Settings(BaseSettings):
     noise_scale: float | None = Field(None, ge=0.0, description="Override every Piper voice's noise scale.")
     noise_w: float | None = Field(None, ge=0.0, description="Override every Piper voice's duration noise.")
 
+    loudness_normalization: bool = Field(
+        True, description="Every voice brought to loudness_target_lufs by one gain per voice, measured once."
+    )
+    loudness_target_lufs: float = Field(
+        -18.0, ge=-40.0, le=-6.0, description="Integrated loudness (ITU-R BS.1770) every voice is brought to."
+    )
+    peak_ceiling_dbfs: float = Field(
+        -1.0, ge=-20.0, le=0.0, description="No output sample exceeds this level (a peak limiter on every output)."
+    )
+
     telemetry: bool = Field(True, description="Per-request tracing and request metrics; off to measure their cost.")
     summary_log_every: int = Field(100, ge=0, description="Log one summary line every N speech requests; 0 = never.")
     diagnostics_window_s: float = Field(300.0, gt=0, description="How far back diagnostics and summaries look.")

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import av
 import httpx
+import numpy as np
 import pytest
 import srt
 import webvtt
 
 from tests.conftest import ServerProcess, decode, metric_value
+from voxserve.audio.loudness import integrated_lufs
 
 JOBS = "/v1/audio/jobs"
 WAIT_S = 240
@@ -145,6 +147,9 @@ def test_a_killed_job_resumes_by_itself_into_the_same_file(tmp_path: Path) -> No
     assert all(len(cue.content) <= 42 for cue in cues)
     samples, rate = decode(resumed_audio)
     assert cues[-1].end.total_seconds() == pytest.approx(len(samples) / rate, abs=0.002)
+    # The voice's gain to the loudness target, and the limiter, apply to jobs as to speech.
+    assert integrated_lufs(samples / 32767, rate) == pytest.approx(-18.0, abs=1.5)
+    assert np.max(np.abs(samples)) / 32767 <= 10 ** (-1 / 20)
     vtt = webvtt.from_buffer(io.StringIO(captions["resumed"].text)).captions
     assert [caption.text for caption in vtt] == [cue.content for cue in cues]
     # Each chapter's captions on their own, timed from the chapter's start.

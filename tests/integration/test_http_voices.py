@@ -20,6 +20,8 @@ import pytest
 
 from tests.conftest import ServerProcess, decode, metric_value, serve
 from voxserve.audio.encode import create_encoder
+from voxserve.audio.loudness import integrated_lufs
+from voxserve.bench.corpus import load_corpus
 from voxserve.conversion.features import extract_voice_features
 from voxserve.conversion.world_converter import reshape_voice
 from voxserve.types import AudioChunk
@@ -295,3 +297,23 @@ def test_cli_adds_a_voice_and_converts_to_it(tmp_path: Path, high_reference: byt
     missing = run("convert", str(tmp_path / "ref.wav"), "--voice", "nobody", "-o", str(tmp_path / "x.wav"))
     assert missing.returncode == 1
     assert "unknown voice" in missing.stderr
+
+
+def test_a_custom_voice_speaks_at_the_target_loudness(client: httpx.Client, high_voice: dict) -> None:
+    """Its gain is measured on its own converted calibration speech, not borrowed from its base voice."""
+    text = " ".join(load_corpus(Path(__file__).parents[2] / "benchmarks" / "corpus.txt"))[:900]
+    samples, rate = decode(speak(client, text, high_voice["id"]))
+    assert integrated_lufs(samples / 32767, rate) == pytest.approx(-18.0, abs=1.0)
+
+
+def test_a_conversion_never_passes_the_peak_ceiling(client: httpx.Client, high_voice: dict) -> None:
+    samples, rate = decode(speak(client, SOURCE_TEXT))
+    clipped_source = wav_bytes(np.clip(samples / 32767 * 4, -1, 1), rate)
+    response = client.post(
+        "/v1/audio/conversions",
+        data={"voice": high_voice["id"], "response_format": "wav"},
+        files={"file": ("source.wav", clipped_source, "audio/wav")},
+    )
+    assert response.status_code == 200
+    converted, _ = decode(response.content)
+    assert 0.5 < np.max(np.abs(converted)) / 32767 <= 10 ** (-1 / 20)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from voxserve.frontend.document import BatchItem
 from voxserve.service.captions import CAPTION_MAX_CHARS
@@ -19,6 +19,7 @@ JobStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
 # Hard ceilings in the schema; the configured `max_input_chars` (413 past it) is checked by the service.
 MAX_INPUT_CHARS = 100_000
 MAX_INSTRUCTIONS_CHARS = 4096
+MIN_LOUDNESS_LUFS, MAX_LOUDNESS_LUFS = -40.0, -6.0
 
 
 class VoiceRef(BaseModel):
@@ -40,6 +41,9 @@ class SpeechRequest(BaseModel):
     stream_format: Literal["audio", "sse"] = "audio"
     stream: bool = True
     timestamps: Literal["none", "word", "phoneme"] = "none"
+    loudness: float | Literal["off"] | None = Field(
+        None, description="voxserve: target loudness in LUFS (-40 to -6), or 'off' for the voice's own level"
+    )
 
     def to_job(self, caller: Caller, *, use_cache: bool = True, timed: bool = True) -> SpeechJob:
         """`timed`: the response can carry timestamps (SSE, or a buffered JSON body); plain audio cannot."""
@@ -53,7 +57,16 @@ class SpeechRequest(BaseModel):
             use_cache=use_cache,
             caller=caller,
             timestamps=self.timestamps if timed else "none",
+            loudness=None if isinstance(self.loudness, str) else self.loudness,
+            normalize=self.loudness != "off",
         )
+
+    @field_validator("loudness")
+    @classmethod
+    def _loudness_in_range(cls, value: float | str | None) -> float | str | None:
+        if isinstance(value, float) and not MIN_LOUDNESS_LUFS <= value <= MAX_LOUDNESS_LUFS:
+            raise ValueError(f"loudness must be between {MIN_LOUDNESS_LUFS} and {MAX_LOUDNESS_LUFS} LUFS, or 'off'")
+        return value
 
 
 CaptionFormat = Literal["srt", "vtt", "json"]

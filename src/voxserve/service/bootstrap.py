@@ -29,6 +29,7 @@ from voxserve.service.conversion import ConversionService, ConversionServiceOpti
 from voxserve.service.diagnostics import Diagnostics, DiagnosticsOptions
 from voxserve.service.jobs import JobOptions, JobService
 from voxserve.service.limits import KeyLimiter, LimitOptions
+from voxserve.service.loudness import LoudnessOptions, VoiceLoudness
 from voxserve.service.profiling import Profiler
 from voxserve.service.speech import SpeechOptions, SpeechService
 from voxserve.service.text_stream import TextStreamOptions
@@ -161,7 +162,12 @@ def build_services(settings: Settings, engines: Engines | None = None) -> Servic
         access=build_access(settings),
         limiter=build_limiter(settings),
         jobs=JobService(
-            JobStore(settings.data_dir), speech.registry, speech.scheduler, job_options(settings), speech.metrics
+            JobStore(settings.data_dir),
+            speech.registry,
+            speech.scheduler,
+            job_options(settings),
+            speech.metrics,
+            speech.loudness,
         ),
         text_stream=text_stream_options(settings),
     )
@@ -210,7 +216,16 @@ def build_speech_service(
     return SpeechService(
         registry, scheduler, speech_options(settings), audio_cache=audio_cache, telemetry=telemetry, library=library,
         converter=WorldConverter(settings.conversion_envelope_strength),
+        loudness=VoiceLoudness(loudness_options(settings), scheduler, max_segment_chars=settings.max_segment_chars),
     )  # fmt: skip
+
+
+def loudness_options(settings: Settings) -> LoudnessOptions:
+    return LoudnessOptions(
+        normalize=settings.loudness_normalization,
+        target_lufs=settings.loudness_target_lufs,
+        peak_ceiling_dbfs=settings.peak_ceiling_dbfs,
+    )
 
 
 def build_conversion_service(speech: SpeechService, settings: Settings) -> ConversionService:
@@ -257,6 +272,7 @@ def conversion_options(settings: Settings) -> ConversionServiceOptions:
         reference_max_s=settings.reference_max_s,
         overlap_s=settings.conversion_overlap_s,
         window_s=settings.conversion_window_s,
+        peak_ceiling_dbfs=settings.peak_ceiling_dbfs,
     )
 
 

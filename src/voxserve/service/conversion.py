@@ -16,6 +16,7 @@ import numpy as np
 import soxr
 
 from voxserve.audio.decode import decode_audio
+from voxserve.audio.loudness import PeakLimiter, db_to_gain
 from voxserve.conversion.base import ConversionOptions, ConversionPlan, Converter
 from voxserve.conversion.cancellation import Cancellation
 from voxserve.conversion.features import VoiceFeatures, extract_voice_features
@@ -46,6 +47,7 @@ class ConversionServiceOptions:
     reference_max_s: float
     overlap_s: float  # between conversion windows
     window_s: float
+    peak_ceiling_dbfs: float = -1.0  # the converted audio is limited below it
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,13 +136,15 @@ class _ConversionAudio:
         rate = self._source.sample_rate
         try:
             windows = WindowedConversion(self._plan, rate, overlap_s=self._options.overlap_s)
+            limiter = PeakLimiter(rate, db_to_gain(self._options.peak_ceiling_dbfs))
             step = round(self._options.window_s * rate)
             samples = self._source.samples
             for start in range(0, len(samples), step):
                 converted = await self._work.run("convert", windows.push, samples[start : start + step])
-                if len(converted):
+                if len(converted := limiter.push(converted)):
                     yield AudioChunk(converted, rate)
-            yield AudioChunk(await self._work.run("convert", windows.flush), rate)
+            tail = limiter.push(await self._work.run("convert", windows.flush))
+            yield AudioChunk(np.concatenate([tail, limiter.flush()]), rate)
         finally:
             self._work.finish()
 

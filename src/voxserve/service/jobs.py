@@ -20,7 +20,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
+import numpy as np
+
 from voxserve.audio.encode import CONTENT_TYPES
+from voxserve.conversion.cancellation import Cancellation
 from voxserve.engines.base import SegmentAudio
 from voxserve.errors import (
     ConflictError,
@@ -58,6 +61,7 @@ from voxserve.service.job_audio import (
     write_captions,
     write_zip,
 )
+from voxserve.service.loudness import OutputLevel, VoiceLoudness
 from voxserve.service.voices import VoiceRegistry
 from voxserve.storage.jobs import SAMPLE_BYTES, Job, JobPart, JobSegment, JobStore, new_job_id
 from voxserve.types import SPOKEN_S_PER_CHAR, AudioChunk, Caller, SynthesisParams, VoiceInfo
@@ -69,6 +73,7 @@ CONTENT_TYPES_WITH_M4B = {**CONTENT_TYPES, "m4b": "audio/mp4"}
 ENCODED_SHARE = {"wav": 1.0, "pcm": 1.0, "flac": 0.7}
 OTHER_ENCODED_SHARE = 0.15
 JOB_THREADS = 2
+_CALIBRATION_TIMEOUT_S = 600.0  # a voice's loudness calibration, queued behind live speech like the job itself
 T = TypeVar("T")
 JSONL_TYPES = ("application/jsonl", "application/x-ndjson", "application/ndjson")
 
@@ -155,9 +160,10 @@ class JobService:
 
     def __init__(
         self, store: JobStore, registry: VoiceRegistry, scheduler: Scheduler, options: JobOptions,
-        metrics: Metrics | None = None,
+        metrics: Metrics | None = None, loudness: VoiceLoudness | None = None,
     ) -> None:  # fmt: skip
         self.store = store
+        self.loudness = loudness
         self.registry = registry
         self.scheduler = scheduler
         self.options = options
@@ -526,15 +532,30 @@ class JobService:
         except VoxError as exc:
             logger.warning("job %s: segment %d failed: %s", job.id, segment.index, exc.message)
             raise EngineError(f"segment {segment.index} could not be made ({exc.code})") from exc
-        sample_rate = speakers[segment.part].voice.sample_rate
-        size = len(audio.samples) * SAMPLE_BYTES
+        voice = speakers[segment.part].voice
+        samples = audio.samples
+        if self.loudness is not None:
+            level = await self._in_background(self._level, voice, f"jobs:{job.owner or ''}")
+            samples = np.concatenate([level.push(samples), level.flush()])
+        sample_rate = voice.sample_rate
+        size = len(samples) * SAMPLE_BYTES
         if self._disk_used + size > self.options.disk_bytes:
             raise DiskBudgetError("jobs passed their disk budget (jobs_disk_bytes) while this job rendered")
         words = word_places(audio.alignment)
-        await self._in_background(self.store.save_segment, job.id, segment, audio.samples, sample_rate, words)
+        await self._in_background(self.store.save_segment, job.id, segment, samples, sample_rate, words)
         self._disk_used += size
         self.metrics.job_segments.inc()
         self._changed()
+
+    def _level(self, voice: VoiceInfo, tenant: str) -> OutputLevel:
+        """A segment's level stage: the voice's gain to the server's target (measured once, through the scheduler
+        as the job's work), then the limiter."""
+        assert self.loudness is not None
+        loudness, engine = self.loudness, self.registry.engine(voice)
+        target = loudness.server_target
+        return loudness.level(voice, target, lambda: loudness.gain_db(
+            voice, engine, target, cancellation=Cancellation.after(_CALIBRATION_TIMEOUT_S), tenant=tenant
+        ))  # fmt: skip
 
     async def _in_background(self, function: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(function, *args))

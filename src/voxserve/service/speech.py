@@ -10,6 +10,7 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
+from typing import TypeVar
 
 import numpy as np
 
@@ -36,6 +37,7 @@ from voxserve.obs.telemetry import Telemetry, TelemetryOptions
 from voxserve.obs.trace import RequestTrace
 from voxserve.scheduler.pool import Priority, Reservation, Scheduler
 from voxserve.service.captions import caption_cues, render
+from voxserve.service.loudness import LoudnessOptions, OutputLevel, VoiceLoudness
 from voxserve.service.response import AudioResponse
 from voxserve.service.timestamps import (
     TIMESTAMP_LEVELS,
@@ -64,6 +66,8 @@ class SpeechJob:
     use_cache: bool = True
     caller: Caller = Caller()
     timestamps: str = "none"  # "word" or "phoneme": time them (see `AudioResponse.timestamps`)
+    loudness: float | None = None  # target LUFS for this response (`None`: the server's)
+    normalize: bool = True  # False: the voice's own level, still limited
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +75,7 @@ class CustomVoiceSpeech:
     """A custom voice: its base voice speaks, then the audio is converted toward it as it streams."""
 
     voice: CustomVoice
-    plan: Callable[[Cancellation, str], ConversionPlan]  # blocking; for a tenant, stopped by the cancellation
+    plan: Callable[[str, Cancellation], ConversionPlan]  # blocking; for a tenant, stopped by the cancellation
     overlap_s: float
 
 
@@ -161,6 +165,10 @@ class StreamedSpeech:
     level: str
 
 
+T = TypeVar("T")
+LevelStage = Callable[[ConversionPlan | None, Cancellation], OutputLevel]  # blocking: may measure the voice first
+_WARMUP_TIMEOUT_S = 300.0
+
 _Submitted = tuple[PreparedSegment, "Future[SegmentAudio]", float] | BaseException | None
 
 
@@ -171,9 +179,11 @@ class _SpeechAudio:
 
     def __init__(
         self, voice: VoiceInfo, engine: Engine, trace: RequestTrace, feed: SegmentFeed, plan: _Plan,
-        custom: CustomVoiceSpeech | None, tenant: str, timing: TimestampBuilder | None = None,
+        custom: CustomVoiceSpeech | None, tenant: str, level: LevelStage,
+        timing: TimestampBuilder | None = None,
     ) -> None:  # fmt: skip
         self.trace = trace
+        self._level = level
         self.voice = voice
         self._engine = engine
         self._feed = feed
@@ -194,7 +204,9 @@ class _SpeechAudio:
             room = asyncio.Semaphore(self._feed.lookahead) if self._feed.lookahead else None
             submitter = asyncio.create_task(self._submit_all(reservation, submitted, room))
             try:
-                windows = await self._open_conversion()
+                conversion = await self._open_conversion()
+                level = await self._cancellable("loudness", self._level, conversion)
+                windows = None if conversion is None else self._windows(conversion)
                 joiner = SegmentJoiner(round(self._plan.crossfade_ms * self.voice.sample_rate / 1000))
                 index = 0
                 while (item := await submitted.get()) is not None:
@@ -203,7 +215,7 @@ class _SpeechAudio:
                     prepared, future, deadline = item
                     audio = await self._result(future, deadline)
                     reservation.finished(future)
-                    ready = await self._join(joiner.push, audio.samples, windows)
+                    ready = await self._join(joiner.push, audio.samples, windows, level)
                     start_s = joiner.last_start / self.voice.sample_rate
                     self.started.append(SegmentStarted(index, prepared.params.text, start_s))
                     if self._timing is not None:
@@ -214,12 +226,12 @@ class _SpeechAudio:
                     while (more := audio.more) is not None:  # the segment's next window
                         audio = await self._result(more, deadline)
                         reservation.finished(more)
-                        ready = await self._join(joiner.extend, audio.samples, windows)
+                        ready = await self._join(joiner.extend, audio.samples, windows, level)
                         if len(ready):
                             yield AudioChunk(ready, self.voice.sample_rate)
                     if room is not None:
                         room.release()
-                yield AudioChunk(await self._flush(joiner, windows), self.voice.sample_rate)
+                yield AudioChunk(await self._flush(joiner, windows, level), self.voice.sample_rate)
             finally:
                 submitter.cancel()
 
@@ -276,36 +288,47 @@ class _SpeechAudio:
             self._plan.metrics.timed_out_requests.inc()
             raise DeadlineExceededError(f"request {self.trace.request_id} passed its deadline") from exc
 
-    async def _open_conversion(self) -> WindowedConversion | None:
+    async def _open_conversion(self) -> ConversionPlan | None:
         """For a custom voice, the conversion of the base voice's audio toward it (features from the cache, or
         the base voice profiled through the scheduler as this request's work, within its deadline)."""
         if self._custom is None:
             return None
+        return await self._cancellable("analyze", self._custom.plan, self._tenant)
+
+    async def _cancellable(self, stage: str, work: Callable[..., T], *args: object) -> T:
+        """`work(*args, cancellation)` in a thread, timed as `stage`: blocking work that makes engine calls
+        through the scheduler as this request's, stopped by its deadline or when the request goes away."""
         cancellation = Cancellation(self.trace.started_at + self._plan.timeout_s)
         try:
-            conversion = await self.trace.in_thread("analyze", self._custom.plan, cancellation, self._tenant)
+            return await self.trace.in_thread(stage, work, *args, cancellation)
         except asyncio.CancelledError:
-            cancellation.cancel()  # the profile's thread stops waiting and withdraws its segments
+            cancellation.cancel()  # the thread stops waiting and withdraws the segments it queued
             raise
+
+    def _windows(self, conversion: ConversionPlan) -> WindowedConversion:
+        assert self._custom is not None, "only a custom voice's response has a conversion"
         return WindowedConversion(conversion, self.voice.sample_rate, overlap_s=self._custom.overlap_s)
 
     async def _join(
-        self, join: Callable[[np.ndarray], np.ndarray], samples: np.ndarray, windows: WindowedConversion | None
-    ) -> np.ndarray:
-        """More audio through the joiner (`push` for a segment, `extend` for its next window) and the conversion:
-        the audio that is final so far."""
+        self, join: Callable[[np.ndarray], np.ndarray], samples: np.ndarray, windows: WindowedConversion | None,
+        level: OutputLevel,
+    ) -> np.ndarray:  # fmt: skip
+        """More audio through the joiner (`push` for a segment, `extend` for its next window), the conversion and
+        the level stage: the audio that is final so far."""
         with self.trace.stage("postprocess"):
             ready = join(samples)
-        if windows is None:
-            return ready
-        return await self.trace.in_thread("convert", windows.push, ready)
+        if windows is not None:
+            ready = await self.trace.in_thread("convert", windows.push, ready)
+        with self.trace.stage("postprocess"):
+            return level.push(ready)
 
-    async def _flush(self, joiner: SegmentJoiner, windows: WindowedConversion | None) -> np.ndarray:
+    async def _flush(self, joiner: SegmentJoiner, windows: WindowedConversion | None, level: OutputLevel) -> np.ndarray:
         tail = joiner.flush()
-        if windows is None:
-            return tail
-        pushed = await self.trace.in_thread("convert", windows.push, tail)
-        return np.concatenate([pushed, await self.trace.in_thread("convert", windows.flush)])
+        if windows is not None:
+            pushed = await self.trace.in_thread("convert", windows.push, tail)
+            tail = np.concatenate([pushed, await self.trace.in_thread("convert", windows.flush)])
+        with self.trace.stage("postprocess"):
+            return np.concatenate([level.push(tail), level.flush()])
 
 
 class SpeechService:
@@ -315,8 +338,14 @@ class SpeechService:
         self, registry: VoiceRegistry, scheduler: Scheduler, options: SpeechOptions, *,
         audio_cache: AudioCache | None = None, telemetry: Telemetry | None = None,
         library: VoiceLibrary | None = None, converter: Converter | None = None,
+        loudness: VoiceLoudness | None = None,
     ) -> None:  # fmt: skip
         self.registry = registry
+        self.loudness = loudness or VoiceLoudness(
+            LoudnessOptions(normalize=False, target_lufs=-18.0, peak_ceiling_dbfs=-1.0),
+            scheduler,
+            max_segment_chars=options.max_segment_chars,
+        )
         self.library = library
         self._converter = converter or WorldConverter(options.conversion_envelope_strength)
         self.scheduler = scheduler
@@ -375,7 +404,8 @@ class SpeechService:
             TimestampBuilder(InputMap(job.text, text), voice.sample_rate, phonemes=job.timestamps == "phoneme")
             if timed or recorded else None
         )  # fmt: skip
-        audio = _SpeechAudio(voice, engine, trace, SegmentFeed(segments), self._plan, custom, job.caller.tenant, timing)
+        audio = _SpeechAudio(voice, engine, trace, SegmentFeed(segments), self._plan, custom, job.caller.tenant,
+                             self._level(job, voice, engine, custom), timing)  # fmt: skip
         headers["X-Voxserve-Cache"] = "bypass" if key is None else "miss"
         return AudioResponse(
             audio.chunks, job.response_format, voice.sample_rate, trace, headers=headers,
@@ -394,7 +424,10 @@ class SpeechService:
         timing = (
             TimestampBuilder(Transcript(), voice.sample_rate, phonemes=job.timestamps == "phoneme") if timed else None
         )
-        audio = _SpeechAudio(voice, engine, trace, feed, self._plan, custom, job.caller.tenant, timing)
+        audio = _SpeechAudio(
+            voice, engine, trace, feed, self._plan, custom, job.caller.tenant, self._level(job, voice, engine, custom),
+            timing,
+        )  # fmt: skip
         response = AudioResponse(audio.chunks, job.response_format, voice.sample_rate, trace, headers=headers,
                                  timestamps=audio.timestamps if timed else None)  # fmt: skip
         segment = partial(self._params, voice=voice, job=job, timed=timed)
@@ -418,6 +451,26 @@ class SpeechService:
         if job.instructions and not engine.supports_instructions:
             headers["X-Voxserve-Instructions"] = "ignored"
         return voice, custom, engine, headers
+
+    def _level(self, job: SpeechJob, voice: VoiceInfo, engine: Engine, custom: CustomVoiceSpeech | None) -> LevelStage:
+        """The response's level stage, made once its conversion (for a custom voice) is known."""
+
+        def level(conversion: ConversionPlan | None, cancellation: Cancellation) -> OutputLevel:
+            target = self._target_lufs(job)
+            converted = None if conversion is None or custom is None else (_voice_key(custom.voice), conversion)
+            return self.loudness.level(
+                voice, target, lambda: self.loudness.gain_db(
+                    voice, engine, target, cancellation=cancellation, tenant=job.caller.tenant, custom=converted
+                ),
+            )  # fmt: skip
+
+        return level
+
+    def _target_lufs(self, job: SpeechJob) -> float | None:
+        """The loudness `job` is normalized to: its own, the server's, or `None` (not normalized)."""
+        if not job.normalize:
+            return None
+        return self.loudness.server_target if job.loudness is None else job.loudness
 
     def cached_captions(self, result: str, caption_format: str, max_chars: int) -> str:
         """The captions of a cached result (`X-Voxserve-Result` of its response), from the word timings recorded
@@ -466,7 +519,7 @@ class SpeechService:
         return base, speech
 
     def _custom_plan(
-        self, custom: CustomVoice, base: VoiceInfo, cancellation: Cancellation, tenant: str
+        self, custom: CustomVoice, base: VoiceInfo, tenant: str, cancellation: Cancellation
     ) -> ConversionPlan:
         assert self.library is not None, "custom voices are only resolved through the library"
         source = self.library.builtin_features(base, cancellation, tenant=tenant)
@@ -481,7 +534,8 @@ class SpeechService:
             overlap_s=options.conversion_overlap_s,
             format=job.response_format, noise_scale=options.noise_scale, noise_w=options.noise_w,
             crossfade_ms=options.crossfade_ms, max_segment_chars=options.max_segment_chars,
-            first_segment_max_chars=options.first_segment_max_chars,
+            first_segment_max_chars=options.first_segment_max_chars, loudness=self._target_lufs(job),
+            peak_ceiling=self.loudness.options.peak_ceiling_dbfs,
         )  # fmt: skip
 
     def _params(self, text: str, *, voice: VoiceInfo, job: SpeechJob, timed: bool) -> SynthesisParams:
@@ -496,10 +550,26 @@ class SpeechService:
         )
 
     def warmup(self) -> None:
+        """Run each engine once, and measure the loudness of the voices clients use most: the default voice and
+        those the aliases name (any other voice is measured on its first response)."""
         for engine in self.registry.engines():
             engine.warmup()
+        target = self.loudness.server_target
+        if target is None:
+            return
+        used = {self.registry.default_voice.id, *self.registry.aliases().values()}
+        for voice in self.registry.voices():
+            if voice.id in used:
+                self.loudness.gain_db(
+                    voice, self.registry.engine(voice), target, cancellation=Cancellation.after(_WARMUP_TIMEOUT_S)
+                )
 
     def close(self) -> None:
         self.scheduler.close()
         if self.library is not None:
             self.library.close()
+
+
+def _voice_key(voice: CustomVoice) -> str:
+    """A custom voice as measured: a voice registered again from another recording is another voice."""
+    return f"{voice.id}:{voice.sha256}"

@@ -17,8 +17,6 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-import numpy as np
-
 from voxserve.cache.lru import CacheStats, LruCache
 from voxserve.conversion.cancellation import Cancellation
 from voxserve.conversion.features import VoiceFeatures, extract_voice_features
@@ -31,13 +29,12 @@ from voxserve.errors import (
     PermissionDeniedError,
     VoiceNotFoundError,
 )
-from voxserve.frontend.segment import segment_text
-from voxserve.obs.trace import RequestTrace
-from voxserve.scheduler.pool import Priority, Scheduler
+from voxserve.scheduler.pool import Scheduler
+from voxserve.service.rendering import speak_through_scheduler
 from voxserve.service.voices import VoiceRegistry
 from voxserve.settings import OPENAI_MODEL_NAMES
 from voxserve.storage.voices import CustomVoice, VoiceStore, new_voice_id
-from voxserve.types import AudioChunk, Caller, SynthesisParams, VoiceInfo
+from voxserve.types import AudioChunk, Caller, VoiceInfo
 
 logger = logging.getLogger(__name__)
 
@@ -275,27 +272,12 @@ class VoiceLibrary:
                 del self._profiles[key]
 
     def _speak_profile(self, voice: VoiceInfo, cancellation: Cancellation, tenant: str) -> AudioChunk:
-        """`PROFILE_TEXT` in `voice`, segment by segment through the scheduler: admitted like a request (429 when
-        the queue is full), behind speech that plays sooner, dropped unrun past the deadline, and withdrawn when
-        the request stops."""
-        engine = self._registry.engine(voice)
-        texts = segment_text(
-            PROFILE_TEXT,
-            first_segment_max_chars=self._options.max_segment_chars,
-            max_segment_chars=self._options.max_segment_chars,
-        )
-        trace = RequestTrace(f"profile-{voice.id}", enabled=False)
-        deadline = cancellation.deadline
-        segments = [engine.prepare(SynthesisParams(text=text, voice=voice)) for text in texts]
-        with self._scheduler.admit(len(segments)) as reservation:  # closing it withdraws whatever is still queued
-            futures = [
-                self._scheduler.submit(
-                    engine, segment, trace, priority=Priority.LATER_SEGMENT, due=deadline, deadline=deadline,
-                    tenant=tenant, reservation=reservation,
-                )
-                for segment in segments
-            ]  # fmt: skip
-            audio = np.concatenate([cancellation.wait(future).samples for future in futures])
+        """`PROFILE_TEXT` in `voice`, through the scheduler as `tenant`'s work."""
+        audio = speak_through_scheduler(
+            self._scheduler, self._registry.engine(voice), voice, [PROFILE_TEXT],
+            max_segment_chars=self._options.max_segment_chars, cancellation=cancellation, tenant=tenant,
+            purpose="profile",
+        )  # fmt: skip
         return AudioChunk(audio, voice.sample_rate)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes import FAKE_VOICE, FakeEngine
+from tests.fakes import FAKE_SERVER, FakeEngine
 from tests.unit.api.inprocess import READY_WAIT_S, AsgiCall, running_app
 from voxserve.service.bootstrap import Services
 from voxserve.settings import Settings
@@ -25,7 +25,7 @@ SHORT = "Short."
 
 def settings(tmp_path: Path, **overrides: object) -> Settings:
     return Settings(
-        default_voice=FAKE_VOICE.id, espeak_voices=False, data_dir=tmp_path, audio_cache_bytes=0, workers=1,
+        **FAKE_SERVER, data_dir=tmp_path, workers=1,
         express_worker=False,  # one worker, so what runs when is exactly what the test holds or lets go
         max_segment_chars=16, first_segment_max_chars=16, **overrides,
     )  # fmt: skip

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fakes import FAKE_VOICE, FakeEngine
+from tests.fakes import FAKE_SERVER, FakeEngine
 from voxserve.api.app import create_app
 from voxserve.engines.base import Engine
 from voxserve.service.bootstrap import Engines, build_services
@@ -34,7 +34,7 @@ class OtherEngine(BrokenWarmup):
 
 
 def settings(tmp_path: Path) -> Settings:
-    return Settings(default_voice=FAKE_VOICE.id, espeak_voices=False, data_dir=tmp_path, audio_cache_bytes=0)
+    return Settings(**FAKE_SERVER, data_dir=tmp_path)  # type: ignore[arg-type]
 
 
 async def serving(

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fakes import FAKE_VOICE, FakeEngine
+from tests.fakes import FAKE_SERVER, FAKE_VOICE, FakeEngine
 from tests.unit.api.inprocess import READY_WAIT_S, AsgiCall, running_app
 from voxserve.errors import NotFoundError
 from voxserve.service.bootstrap import Services
@@ -40,7 +40,7 @@ def anyio_backend() -> str:
 
 def settings(tmp_path: Path, **overrides: object) -> Settings:
     fields: dict[str, object] = {
-        "default_voice": FAKE_VOICE.id, "espeak_voices": False, "data_dir": tmp_path, "audio_cache_bytes": 0,
+        **FAKE_SERVER, "data_dir": tmp_path,
         "workers": 1, "express_worker": False, "max_segment_chars": 40, "first_segment_max_chars": 16,
     }  # fmt: skip
     return Settings(**{**fields, **overrides})  # type: ignore[arg-type]

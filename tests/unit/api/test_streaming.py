@@ -20,7 +20,7 @@ from fastapi import FastAPI, Request, Response
 from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope, Send
 
-from tests.fakes import FAKE_VOICE, FakeEngine
+from tests.fakes import FAKE_SERVER, FakeEngine
 from tests.unit.api.inprocess import running_app
 from voxserve.api.errors import install_error_handlers
 from voxserve.api.middleware import TelemetryMiddleware
@@ -84,7 +84,7 @@ async def call(app: FastAPI, telemetry: Telemetry, path: str, body: dict[str, ob
 
 def speak(tmp_path: Path, engine: FakeEngine, **body: object) -> Outcome:
     """One speech request to a whole app in-process around `engine`."""
-    settings = Settings(default_voice=FAKE_VOICE.id, espeak_voices=False, data_dir=tmp_path, audio_cache_bytes=0)
+    settings = Settings(**FAKE_SERVER, data_dir=tmp_path)  # type: ignore[arg-type]
 
     async def run() -> Outcome:
         async with running_app(settings, [engine]) as (app, services):

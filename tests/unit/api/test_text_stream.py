@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from tests.fakes import FAKE_VOICE, FakeEngine
+from tests.fakes import FAKE_SERVER, FakeEngine
 from tests.unit.api.inprocess import READY_WAIT_S, AsgiSocket, running_app
 from tests.unit.api.test_admission import counter, until
 from voxserve.settings import Settings
@@ -16,7 +16,7 @@ STREAM = "/v1/audio/speech/stream"
 
 def settings(tmp_path: Path, **overrides: object) -> Settings:
     return Settings(
-        default_voice=FAKE_VOICE.id, espeak_voices=False, data_dir=tmp_path, audio_cache_bytes=0, workers=1,
+        **FAKE_SERVER, data_dir=tmp_path, workers=1,
         express_worker=False, max_segment_chars=40, first_segment_max_chars=16, crossfade_ms=0, **overrides,
     )  # fmt: skip
 

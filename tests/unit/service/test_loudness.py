@@ -1,0 +1,109 @@
+"""`VoiceLoudness`: a voice's calibration speech is made once, through the scheduler, within the asker's
+deadline; its gain brings that speech, limited, to the target."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from tests.fakes import FakeEngine
+from voxserve.audio.loudness import PeakLimiter, db_to_gain, integrated_lufs
+from voxserve.conversion.cancellation import Cancellation
+from voxserve.engines.base import PreparedSegment, SegmentAudio
+from voxserve.errors import DeadlineExceededError
+from voxserve.frontend.segment import segment_text
+from voxserve.scheduler.pool import Scheduler
+from voxserve.service.loudness import CALIBRATION_TEXTS, LoudnessOptions, VoiceLoudness
+from voxserve.types import VoiceInfo
+
+TONE_VOICE = VoiceInfo("tone", "fake", "en", 16_000, "tone")
+MAX_SEGMENT_CHARS = 150
+CALIBRATION_SEGMENTS = [
+    piece
+    for text in CALIBRATION_TEXTS
+    for piece in segment_text(text, first_segment_max_chars=MAX_SEGMENT_CHARS, max_segment_chars=MAX_SEGMENT_CHARS)
+]
+
+
+class ToneEngine(FakeEngine):
+    """Speaks each segment as 10 ms of a 220 Hz tone per character (`tone`)."""
+
+    def voices(self) -> list[VoiceInfo]:
+        return [TONE_VOICE]
+
+    def run(
+        self, batch: Sequence[PreparedSegment], *, solo: bool = False, windowed: bool = False
+    ) -> list[SegmentAudio]:
+        super().run(batch, solo=solo)  # records the call and holds at the gate
+        return [SegmentAudio(tone(len(segment.params.text))) for segment in batch]
+
+
+def tone(chars: int) -> np.ndarray:
+    """Quiet, with a loud 30 ms burst every quarter second: peaky, as speech is."""
+    t = np.arange(chars * 160) / TONE_VOICE.sample_rate
+    level = np.where(t % 0.25 < 0.03, 1.2, 0.1)
+    return (level * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+
+
+def calibration_speech() -> np.ndarray:
+    return np.concatenate([tone(len(text)) for text in CALIBRATION_SEGMENTS])
+
+
+def loudness(scheduler: Scheduler) -> VoiceLoudness:
+    options = LoudnessOptions(normalize=True, target_lufs=-18.0, peak_ceiling_dbfs=-1.0)
+    return VoiceLoudness(options, scheduler, max_segment_chars=MAX_SEGMENT_CHARS)
+
+
+def limited_lufs(audio: np.ndarray, gain_db: float) -> float:
+    limiter = PeakLimiter(TONE_VOICE.sample_rate, db_to_gain(-1.0))
+    out = np.concatenate([limiter.push(audio * np.float32(db_to_gain(gain_db))), limiter.flush()])
+    return integrated_lufs(out, TONE_VOICE.sample_rate)
+
+
+def test_the_gain_brings_the_limited_calibration_speech_to_each_target(scheduler: Scheduler) -> None:
+    engine, voices = ToneEngine(), loudness(scheduler)
+    gains = {target: voices.gain_db(TONE_VOICE, engine, target, cancellation=Cancellation.after(10))
+             for target in (-18.0, -30.0)}  # fmt: skip
+    assert engine.ran == CALIBRATION_SEGMENTS  # spoken once, through the scheduler, for both targets
+    for target, gain in gains.items():
+        assert limited_lufs(calibration_speech(), gain) == pytest.approx(target, abs=0.1)
+    # At -30 no peak reaches the ceiling; at -18 the limiter takes some loudness back, which the gain makes up.
+    assert gains[-18.0] - gains[-30.0] > 12.0
+
+
+def test_callers_of_one_voice_wait_for_one_calibration(scheduler: Scheduler) -> None:
+    engine, voices = ToneEngine(), loudness(scheduler)
+    engine.gate.clear()
+    with ThreadPoolExecutor(3) as pool:
+        asked = [pool.submit(voices.gain_db, TONE_VOICE, engine, -18.0, cancellation=Cancellation.after(10))
+                 for _ in range(3)]  # fmt: skip
+        assert engine.started.wait(5)
+        engine.gate.set()
+        gains = {future.result() for future in asked}
+    assert len(gains) == 1
+    assert engine.ran == CALIBRATION_SEGMENTS
+
+
+def test_a_caller_past_its_deadline_gets_504_and_the_next_caller_measures_again(scheduler: Scheduler) -> None:
+    engine, voices = ToneEngine(), loudness(scheduler)
+    engine.gate.clear()
+    held = threading.Timer(0.5, engine.gate.set)
+    held.start()
+    with pytest.raises(DeadlineExceededError):
+        voices.gain_db(TONE_VOICE, engine, -18.0, cancellation=Cancellation.after(0.1))
+    held.join()
+    gain = voices.gain_db(TONE_VOICE, engine, -18.0, cancellation=Cancellation.after(10))
+    assert limited_lufs(calibration_speech(), gain) == pytest.approx(-18.0, abs=0.1)
+
+
+def test_a_level_without_a_target_only_limits_and_measures_nothing(scheduler: Scheduler) -> None:
+    engine, voices = ToneEngine(), loudness(scheduler)
+    level = voices.level(TONE_VOICE, None, lambda: pytest.fail("no target: nothing to measure"))
+    loud = tone(100) * 3
+    out = np.concatenate([level.push(loud), level.flush()])
+    assert np.max(np.abs(out)) <= db_to_gain(-1.0)
+    assert engine.ran == []
