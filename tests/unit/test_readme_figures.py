@@ -186,3 +186,38 @@ def test_the_jobs_lane_figures_are_the_committed_report() -> None:
         f"**{jobs['long_job']['peak_second_half_vs_first_half']:.2f}x** the first half's",
     ):
         assert figure in section, figure
+
+
+QUALITY_SECTION = README[README.index("## Speech quality") : README.index("## GPU")]
+
+
+def test_the_quality_figures_are_the_committed_report() -> None:
+    quality = report("quality")
+    phonemes = quality["phonemes"]
+    assert f"{phonemes['segments_with_pipers_ids']} of\n{phonemes['segments']})" in QUALITY_SECTION
+    assert f"{phonemes['lines_split_where_espeak_ends_sentences']} of the corpus's {phonemes['lines']}" in (
+        QUALITY_SECTION.replace("\n", " ")
+    )
+    rows = [line for line in QUALITY_SECTION.splitlines() if line.startswith("| ") and "LUFS" in line]
+    measured = [*quality["loudness"]["voices"].values(), quality["loudness"]["raw_model"]]
+    assert len(rows) == len(measured)
+    for row, voice in zip(rows, measured, strict=True):
+        lines = voice["line_lufs"]
+        expected = [voice["corpus_lufs"], lines["median"], lines["min"], lines["max"], voice["true_peak_dbtp"]]
+        assert [-value for value in numbers(row.split("|", 2)[2])[:5]] == expected
+    trip = quality["round_trip"]
+    text = QUALITY_SECTION.replace("\n", " ")
+    default, whole = trip["voxserve_default"], trip["voxserve_whole_sentences"]
+    assert f"alone, each sentence decoded whole, {trip['raw_model']['wer']};" in text
+    assert f"`max_segment_chars`) {whole['wer']}, every line within" in text
+    assert (
+        f"On default settings voxserve scores {default['wer']} (+{default['wer'] - trip['raw_model']['wer']:.3f})"
+        in text
+    )
+    durations = default["duration_vs_whole_decode"]
+    assert (
+        f"run {(durations['median'] - 1) * 100:.1f}% longer (median; {durations['lines_beyond_2_percent']} of" in text
+    )
+    piper = report("vs_piper")["medians"]
+    assert (f"c=4 TTFA p95 was {piper['whole_sentences_c4']['ttfa_p95_s']:.2f} s against "
+            f"{piper['voxserve_c4']['ttfa_p95_s']:.2f} s") in text  # fmt: skip

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import soxr
 
 from voxserve.audio.loudness import SILENT_LUFS, PeakLimiter, db_to_gain, integrated_lufs, true_peak_db
 
@@ -68,3 +69,15 @@ def test_flush_starts_a_new_stream() -> None:
     limiter = PeakLimiter(RATE, 0.9)
     first = limited(limiter, [tone(0.2, 3.0)])
     assert np.array_equal(limited(limiter, [tone(0.2, 3.0)]), first)
+
+
+def test_peaks_between_samples_are_held_under_the_ceiling_too() -> None:
+    ceiling = db_to_gain(-1.0)
+    t = np.arange(RATE) / RATE
+    between = (1.4 * np.sin(2 * np.pi * (RATE / 4) * t + np.pi / 4)).astype(np.float32)  # samples 0.99, wave 1.4
+    rng = np.random.default_rng(11)
+    # Loud noise with speech's bandwidth (under 8 kHz), peaking past full scale between samples and on them.
+    noise = soxr.resample((rng.standard_normal(16_000) * 0.8).astype(np.float32), 16_000, RATE)
+    for audio in (between, noise):
+        out = limited(PeakLimiter(RATE, ceiling), [audio])
+        assert true_peak_db(out, RATE) <= -1.0 + 0.05
