@@ -2,7 +2,7 @@
 
 F0 statistics (log-F0 mean and spread over voiced frames), spectral-envelope statistics (mean and spread of each
 mel-cepstral coefficient), the mean log envelope on a fixed frequency grid (for vocal-tract warp estimates
-between voices) and the active speech level."""
+between voices, and the recording's bandwidth) and the active speech level."""
 
 from __future__ import annotations
 
@@ -21,6 +21,10 @@ SILENCE_DBFS = -60.0
 MIN_VOICED_RATIO = 0.05
 LEVEL_FRAME_S = 0.02
 FORMANT_BAND_HZ = (250.0, 4000.0)
+# A band more than this below the 1-3 kHz level is empty (a phone line's or a codec's cut), not speech: speech's
+# own highs stay within about 35 dB of it up to 8 kHz.
+EMPTY_BAND_DB = 45.0
+_REFERENCE_BAND_HZ = (1000.0, 3000.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +46,15 @@ class VoiceFeatures:
         power = np.exp(self.mean_log_envelope[band])
         return float(np.sum(GRID_HZ[band] * power) / np.sum(power))
 
+    @property
+    def bandwidth_hz(self) -> float:
+        """Where the recording's spectrum ends: the highest frequency (up to 8 kHz) whose mean level is within
+        `EMPTY_BAND_DB` of the 1-3 kHz level; about 3.9 kHz for telephone audio, 8 kHz for wideband speech."""
+        level_db = 10 * np.log10(np.e) * self.mean_log_envelope
+        reference = (_REFERENCE_BAND_HZ[0] <= GRID_HZ) & (_REFERENCE_BAND_HZ[1] >= GRID_HZ)
+        present = np.nonzero(level_db >= np.median(level_db[reference]) - EMPTY_BAND_DB)[0]
+        return float(GRID_HZ[present[-1]]) if len(present) else float(GRID_HZ[-1])
+
     def summary(self) -> dict[str, float]:
         """The scalar features, rounded, for API responses and logs."""
         return {
@@ -52,6 +65,7 @@ class VoiceFeatures:
             "log_f0_std": round(self.log_f0_std, 4),
             "loudness_dbfs": round(self.loudness_dbfs, 2),
             "formant_centroid_hz": round(self.formant_centroid_hz, 1),
+            "bandwidth_hz": round(self.bandwidth_hz),
         }
 
     def to_arrays(self) -> dict[str, np.ndarray]:

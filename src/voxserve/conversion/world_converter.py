@@ -4,7 +4,11 @@
 - Vocal tract: each frame's envelope is warped along the frequency axis by the factor that best aligns the
   two voices' mean log envelopes (times `formant_shift`).
 - Timbre: mel-cepstral coefficients 1..N are moved toward the target's per-coefficient mean and spread by
-  `envelope_strength` (c0, the frame's level, stays the source's, so prosody is kept).
+  `envelope_strength` (c0, the frame's level, stays the source's, so prosody is kept). When either recording is
+  narrowband (a phone line, a low-bitrate codec: `VoiceFeatures.bandwidth_hz` under 7.5 kHz), cepstral statistics
+  would map the band one of them lacks onto the other's (lifting an empty band by 160 dB into noise), so the mean
+  envelope is matched instead, frequency by frequency, only within the band both have; above it the source's
+  envelope is left as it is: no band the source lacks is ever amplified.
 - Level: the output is scaled to the target's active speech level.
 """
 
@@ -21,6 +25,9 @@ from voxserve.conversion.world import WorldFrames, analyze, synthesize
 from voxserve.types import AudioChunk
 
 WARP_RANGE = (0.8, 1.25)
+WIDEBAND_HZ = 7500.0
+BAND_EDGE_HZ = 400.0  # the envelope match fades out over this much below the shared band's edge
+MAX_MATCH_DB = 20.0  # no frequency moved further than this by the in-band match
 WARP_STEPS = 46
 MAX_GAIN_DB = 20.0
 
@@ -33,6 +40,7 @@ class WorldPlan:
     warp: float
     envelope_strength: float
     gain: float
+    band_hz: float = GRID_HZ[-1]  # the band both recordings have
 
     def apply(self, samples: np.ndarray, sample_rate: int) -> np.ndarray:
         frames = analyze(samples, sample_rate)
@@ -42,6 +50,19 @@ class WorldPlan:
         converted = WorldFrames(self._map_f0(frames.f0), envelope, frames.aperiodicity, frames.sample_rate)
         return synthesize(converted, sample_rate, len(samples)) * np.float32(self.gain)
 
+    def _match_in_band(self, envelope: np.ndarray, sample_rate: int) -> np.ndarray:
+        """Each frequency under the shared band's edge moved by the difference between the target's mean log
+        envelope and the (warped) source's, level aside; nothing above the edge."""
+        source = np.interp(GRID_HZ / self.warp, GRID_HZ, self.source.mean_log_envelope)
+        difference = self.target.mean_log_envelope - source
+        in_band = (FORMANT_BAND_HZ[0] <= GRID_HZ) & (self.band_hz >= GRID_HZ)
+        difference -= difference[in_band].mean()  # the level stays the source's; the plan's gain sets it
+        fade = np.clip((self.band_hz - GRID_HZ) / BAND_EDGE_HZ, 0.0, 1.0)
+        limit = MAX_MATCH_DB / (10 * np.log10(np.e))
+        correction = self.envelope_strength * np.clip(difference, -limit, limit) * fade
+        bins_hz = np.linspace(0.0, sample_rate / 2, envelope.shape[1])
+        return envelope * np.exp(np.interp(bins_hz, GRID_HZ, correction, right=0.0))
+
     def _map_f0(self, f0: np.ndarray) -> np.ndarray:
         voiced = f0 > 0
         mapped = np.zeros_like(f0)
@@ -50,6 +71,8 @@ class WorldPlan:
         return mapped
 
     def _match_envelope(self, envelope: np.ndarray, sample_rate: int) -> np.ndarray:
+        if self.band_hz < WIDEBAND_HZ:
+            return self._match_in_band(envelope, sample_rate)
         coded = pyworld.code_spectral_envelope(envelope, sample_rate, len(self.source.envelope_mean))
         source, target = self.source, self.target
         standard = (coded[:, 1:] - source.envelope_mean[1:]) / np.maximum(source.envelope_std[1:], 1e-6)
@@ -74,6 +97,7 @@ class WorldConverter:
             warp=estimate_warp(source, target) * options.formant_shift,
             envelope_strength=self.envelope_strength,
             gain=float(10 ** (gain_db / 20)),
+            band_hz=min(source.bandwidth_hz, target.bandwidth_hz),
         )
 
 
