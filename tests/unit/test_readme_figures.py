@@ -221,3 +221,17 @@ def test_the_quality_figures_are_the_committed_report() -> None:
     piper = report("vs_piper")["medians"]
     assert (f"c=4 TTFA p95 was {piper['whole_sentences_c4']['ttfa_p95_s']:.2f} s against "
             f"{piper['voxserve_c4']['ttfa_p95_s']:.2f} s") in text  # fmt: skip
+
+
+def test_the_conversion_table_is_the_committed_report() -> None:
+    pairs = report("conversion_quality")["pairs"]
+    section = README[README.index("**Quality**, measured by `benchmarks/conversion_quality.py`") :]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and " -> " in line][1 : len(pairs) + 1]
+    assert len(rows) == len(pairs)
+    for row, pair in zip(rows, pairs, strict=True):
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert cells[0] == f"{pair['source']} -> {pair['target']}"
+        low, high = pair["f0_error_range"]
+        assert numbers(cells[4]) == [round(pair["f0_error"] * 100, 1), round(low * 100, 1), round(high * 100, 1)]
+        assert numbers(cells[5]) + numbers(cells[6]) == [round(pair["cos_target"], 3), round(pair["cos_source"], 3)]
+        assert cells[-1] == ("yes" if pair["pass"] else "no")
