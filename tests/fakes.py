@@ -133,3 +133,27 @@ class FakeWindows:
         self._done += 1
         self.offset_s += len(piece) / FAKE_VOICE.sample_rate
         return SegmentAudio(piece, rest=self if self._pieces else None)
+
+
+TONE_VOICE = VoiceInfo("tone", "fake", "en", 16_000, "tone")
+
+
+def tone(chars: int) -> np.ndarray:
+    """10 ms per character of a quiet 220 Hz tone with a loud 30 ms burst every quarter second: peaky, as speech
+    is, so loudness and the limiter have something to measure."""
+    t = np.arange(chars * 160) / TONE_VOICE.sample_rate
+    level = np.where(t % 0.25 < 0.03, 1.2, 0.1)
+    return (level * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+
+
+class ToneEngine(FakeEngine):
+    """A `FakeEngine` (recording calls, held at its gate) whose voice `tone` speaks each segment as `tone`."""
+
+    def voices(self) -> list[VoiceInfo]:
+        return [TONE_VOICE]
+
+    def run(
+        self, batch: Sequence[PreparedSegment], *, solo: bool = False, windowed: bool = False
+    ) -> list[SegmentAudio]:
+        super().run(batch, solo=solo)
+        return [SegmentAudio(tone(len(segment.params.text))) for segment in batch]

@@ -245,7 +245,7 @@ def job_object(progress: Progress, parts: list[JobPart] | None = None) -> dict[s
         "finished_at": None if job.finished_at is None else int(job.finished_at),
         **{
             key: job.request[key]
-            for key in ("voice", "model", "response_format", "speed", "title")
+            for key in ("voice", "model", "response_format", "speed", "loudness", "title")
             if key in job.request
         },
         "progress": {

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from voxserve.frontend.document import BatchItem
 from voxserve.service.captions import CAPTION_MAX_CHARS
@@ -20,6 +20,16 @@ JobStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
 MAX_INPUT_CHARS = 100_000
 MAX_INSTRUCTIONS_CHARS = 4096
 MIN_LOUDNESS_LUFS, MAX_LOUDNESS_LUFS = -40.0, -6.0
+
+
+def _loudness_in_range(value: float | str | None) -> float | str | None:
+    if isinstance(value, float) and not MIN_LOUDNESS_LUFS <= value <= MAX_LOUDNESS_LUFS:
+        raise ValueError(f"loudness must be between {MIN_LOUDNESS_LUFS} and {MAX_LOUDNESS_LUFS} LUFS, or 'off'")
+    return value
+
+
+# voxserve: a response's target loudness in LUFS, or "off" for the voice's own level (`None`: the server's).
+Loudness = Annotated[float | Literal["off"] | None, AfterValidator(_loudness_in_range)]
 
 
 class VoiceRef(BaseModel):
@@ -41,9 +51,7 @@ class SpeechRequest(BaseModel):
     stream_format: Literal["audio", "sse"] = "audio"
     stream: bool = True
     timestamps: Literal["none", "word", "phoneme"] = "none"
-    loudness: float | Literal["off"] | None = Field(
-        None, description="voxserve: target loudness in LUFS (-40 to -6), or 'off' for the voice's own level"
-    )
+    loudness: Loudness = None
 
     def to_job(self, caller: Caller, *, use_cache: bool = True, timed: bool = True) -> SpeechJob:
         """`timed`: the response can carry timestamps (SSE, or a buffered JSON body); plain audio cannot."""
@@ -57,16 +65,8 @@ class SpeechRequest(BaseModel):
             use_cache=use_cache,
             caller=caller,
             timestamps=self.timestamps if timed else "none",
-            loudness=None if isinstance(self.loudness, str) else self.loudness,
-            normalize=self.loudness != "off",
+            loudness=self.loudness,
         )
-
-    @field_validator("loudness")
-    @classmethod
-    def _loudness_in_range(cls, value: float | str | None) -> float | str | None:
-        if isinstance(value, float) and not MIN_LOUDNESS_LUFS <= value <= MAX_LOUDNESS_LUFS:
-            raise ValueError(f"loudness must be between {MIN_LOUDNESS_LUFS} and {MAX_LOUDNESS_LUFS} LUFS, or 'off'")
-        return value
 
 
 CaptionFormat = Literal["srt", "vtt", "json"]
@@ -161,7 +161,8 @@ class JobCreateRequest(BaseModel):
     speed: float = Field(1.0, ge=0.25, le=4.0)
     title: str = Field("", max_length=256)
     chapter_pattern: str | None = Field(None, max_length=200)
+    loudness: Loudness = None
 
     def job_voice(self) -> JobVoice:
         voice = self.voice if isinstance(self.voice, str) else self.voice.id
-        return JobVoice(voice, self.model, self.response_format, self.speed)
+        return JobVoice(voice, self.model, self.response_format, self.speed, self.loudness)

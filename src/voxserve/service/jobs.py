@@ -120,12 +120,14 @@ class JobVoice:
     model: str = "tts-1"
     response_format: str = "mp3"
     speed: float = 1.0
+    loudness: float | str | None = None  # target LUFS, "off", or `None` for the server's
 
 
 @dataclass(frozen=True, slots=True)
 class _Speaker:
     voice: VoiceInfo
     speed: float
+    loudness: float | str | None = None  # target LUFS, "off", or `None` for the server's
 
 
 @dataclass(frozen=True, slots=True)
@@ -507,7 +509,7 @@ class JobService:
             voice = self.registry.resolve(str(fields["voice"]), str(fields.get("model", "tts-1")))
         except VoiceNotFoundError as exc:
             raise VoiceNotFoundError(f"the job's voice is gone: {exc.message}") from exc
-        return _Speaker(voice, float(fields.get("speed", 1.0)))  # type: ignore[arg-type]
+        return _Speaker(voice, float(fields.get("speed", 1.0)), fields.get("loudness"))  # type: ignore[arg-type]
 
     async def _submit(
         self, job: Job, segment: JobSegment, speaker: _Speaker, trace: RequestTrace
@@ -532,10 +534,10 @@ class JobService:
         except VoxError as exc:
             logger.warning("job %s: segment %d failed: %s", job.id, segment.index, exc.message)
             raise EngineError(f"segment {segment.index} could not be made ({exc.code})") from exc
-        voice = speakers[segment.part].voice
-        samples = audio.samples
+        speaker = speakers[segment.part]
+        voice, samples = speaker.voice, audio.samples
         if self.loudness is not None:
-            level = await self._in_background(self._level, voice, f"jobs:{job.owner or ''}")
+            level = await self._in_background(self._level, voice, f"jobs:{job.owner or ''}", speaker.loudness)
             samples = np.concatenate([level.push(samples), level.flush()])
         sample_rate = voice.sample_rate
         size = len(samples) * SAMPLE_BYTES
@@ -547,12 +549,12 @@ class JobService:
         self.metrics.job_segments.inc()
         self._changed()
 
-    def _level(self, voice: VoiceInfo, tenant: str) -> OutputLevel:
-        """A segment's level stage: the voice's gain to the server's target (measured once, through the scheduler
-        as the job's work), then the limiter."""
+    def _level(self, voice: VoiceInfo, tenant: str, requested: float | str | None) -> OutputLevel:
+        """A segment's level stage: the voice's gain to the job's target (its own, `off`, or the server's; measured
+        once per voice, through the scheduler as the job's work), then the limiter."""
         assert self.loudness is not None
         loudness, engine = self.loudness, self.registry.engine(voice)
-        target = loudness.server_target
+        target = loudness.target(requested)
         return loudness.level(voice, target, lambda: loudness.gain_db(
             voice, engine, target, cancellation=Cancellation.after(_CALIBRATION_TIMEOUT_S), tenant=tenant
         ))  # fmt: skip
@@ -660,7 +662,9 @@ def _is_jsonl(upload: Upload) -> bool:
 
 
 def _voice_fields(voice: JobVoice) -> dict[str, object]:
-    return {"voice": voice.voice, "model": voice.model, "response_format": voice.response_format, "speed": voice.speed}
+    fields: dict[str, object] = {"voice": voice.voice, "model": voice.model, "response_format": voice.response_format,
+                                 "speed": voice.speed}  # fmt: skip
+    return fields if voice.loudness is None else {**fields, "loudness": voice.loudness}
 
 
 def _item_voice(default: JobVoice, item: BatchItem, index: int) -> JobVoice:
@@ -675,4 +679,5 @@ def _item_voice(default: JobVoice, item: BatchItem, index: int) -> JobVoice:
     return JobVoice(
         voice=str(options.get("voice", default.voice)), model=str(options.get("model", default.model)),
         response_format=str(options.get("response_format", default.response_format)), speed=speed,
+        loudness=default.loudness,
     )  # fmt: skip

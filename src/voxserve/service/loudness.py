@@ -92,6 +92,12 @@ class VoiceLoudness:
         """The server's target loudness; `None` when normalization is off."""
         return self.options.target_lufs if self.options.normalize else None
 
+    def target(self, requested: float | str | None) -> float | None:
+        """The loudness a request asked for (LUFS, or "off": `None`, not normalized), or the server's."""
+        if requested is None:
+            return self.server_target
+        return None if requested == "off" else float(requested)
+
     def level(self, voice: VoiceInfo, target: float | None, gain_db: Callable[[], float]) -> OutputLevel:
         """The level stage for a response in `voice`: normalized to `target` LUFS by the gain `gain_db` finds, or
         when `target` is `None` at the voice's own level; limited either way."""

@@ -66,8 +66,7 @@ class SpeechJob:
     use_cache: bool = True
     caller: Caller = Caller()
     timestamps: str = "none"  # "word" or "phoneme": time them (see `AudioResponse.timestamps`)
-    loudness: float | None = None  # target LUFS for this response (`None`: the server's)
-    normalize: bool = True  # False: the voice's own level, still limited
+    loudness: float | str | None = None  # target LUFS, "off" (the voice's own level, still limited), `None`: server's
 
 
 @dataclass(frozen=True, slots=True)
@@ -456,7 +455,7 @@ class SpeechService:
         """The response's level stage, made once its conversion (for a custom voice) is known."""
 
         def level(conversion: ConversionPlan | None, cancellation: Cancellation) -> OutputLevel:
-            target = self._target_lufs(job)
+            target = self.loudness.target(job.loudness)
             converted = None if conversion is None or custom is None else (_voice_key(custom.voice), conversion)
             return self.loudness.level(
                 voice, target, lambda: self.loudness.gain_db(
@@ -465,12 +464,6 @@ class SpeechService:
             )  # fmt: skip
 
         return level
-
-    def _target_lufs(self, job: SpeechJob) -> float | None:
-        """The loudness `job` is normalized to: its own, the server's, or `None` (not normalized)."""
-        if not job.normalize:
-            return None
-        return self.loudness.server_target if job.loudness is None else job.loudness
 
     def cached_captions(self, result: str, caption_format: str, max_chars: int) -> str:
         """The captions of a cached result (`X-Voxserve-Result` of its response), from the word timings recorded
@@ -534,7 +527,7 @@ class SpeechService:
             overlap_s=options.conversion_overlap_s,
             format=job.response_format, noise_scale=options.noise_scale, noise_w=options.noise_w,
             crossfade_ms=options.crossfade_ms, max_segment_chars=options.max_segment_chars,
-            first_segment_max_chars=options.first_segment_max_chars, loudness=self._target_lufs(job),
+            first_segment_max_chars=options.first_segment_max_chars, loudness=self.loudness.target(job.loudness),
             peak_ceiling=self.loudness.options.peak_ceiling_dbfs,
         )  # fmt: skip
 

@@ -15,10 +15,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
-from tests.fakes import FAKE_SERVER, FAKE_VOICE, FakeEngine
+from tests.fakes import FAKE_SERVER, FAKE_VOICE, TONE_VOICE, FakeEngine, ToneEngine
 from tests.unit.api.inprocess import READY_WAIT_S, AsgiCall, running_app
+from voxserve.audio.loudness import db_to_gain, integrated_lufs
 from voxserve.errors import NotFoundError
 from voxserve.service.bootstrap import Services
 from voxserve.settings import Settings
@@ -399,3 +401,26 @@ async def test_a_job_made_without_a_key_is_for_admins_once_keys_exist(tmp_path: 
         with pytest.raises(NotFoundError):
             services.jobs.get(job_id, Caller(key_id="k1", admin=False))
         assert services.jobs.get(job_id, Caller(key_id="root", admin=True)).job.id == job_id
+
+
+async def test_a_job_is_brought_to_its_own_loudness_or_left_at_the_voices_level(tmp_path: Path) -> None:
+    engine = ToneEngine()
+    async with served(tmp_path, engine, loudness_normalization=True, default_voice=TONE_VOICE.id) as (client, _):
+        text = "The tone speaks this line for a while, long enough to be measured. " * 4
+        bad = await client.post(JOBS, json={"voice": "tone", "input": text, "loudness": -3})
+        assert bad.status_code == 400
+        assert "loudness" in bad.json()["error"]["message"]
+        levels = {}
+        for loudness in (-30.0, -36.0, "off"):
+            created = await submit(client, voice="tone", input=text, loudness=loudness)
+            assert created["loudness"] == loudness
+            job = await finished(client, str(created["id"]))
+            assert job["status"] == "completed", job
+            audio = (await client.get(f"{JOBS}/{job['id']}/audio")).content
+            with wave.open(io.BytesIO(audio)) as reader:
+                samples = np.frombuffer(reader.readframes(reader.getnframes()), "<i2").astype(np.float64) / 32767
+            levels[loudness] = integrated_lufs(samples, TONE_VOICE.sample_rate)
+            assert np.max(np.abs(samples)) <= db_to_gain(-1.0)
+    assert levels[-30.0] == pytest.approx(-30.0, abs=1.0)
+    assert levels[-30.0] - levels[-36.0] == pytest.approx(6.0, abs=0.1)
+    assert abs(levels["off"] - levels[-30.0]) > 3.0

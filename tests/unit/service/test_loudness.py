@@ -4,49 +4,25 @@ deadline; its gain brings that speech, limited, to the target."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
-from tests.fakes import FakeEngine
+from tests.fakes import TONE_VOICE, ToneEngine, tone
 from voxserve.audio.loudness import PeakLimiter, db_to_gain, integrated_lufs
 from voxserve.conversion.cancellation import Cancellation
-from voxserve.engines.base import PreparedSegment, SegmentAudio
 from voxserve.errors import DeadlineExceededError
 from voxserve.frontend.segment import segment_text
 from voxserve.scheduler.pool import Scheduler
 from voxserve.service.loudness import CALIBRATION_TEXTS, LoudnessOptions, VoiceLoudness
-from voxserve.types import VoiceInfo
 
-TONE_VOICE = VoiceInfo("tone", "fake", "en", 16_000, "tone")
 MAX_SEGMENT_CHARS = 150
 CALIBRATION_SEGMENTS = [
     piece
     for text in CALIBRATION_TEXTS
     for piece in segment_text(text, first_segment_max_chars=MAX_SEGMENT_CHARS, max_segment_chars=MAX_SEGMENT_CHARS)
 ]
-
-
-class ToneEngine(FakeEngine):
-    """Speaks each segment as 10 ms of a 220 Hz tone per character (`tone`)."""
-
-    def voices(self) -> list[VoiceInfo]:
-        return [TONE_VOICE]
-
-    def run(
-        self, batch: Sequence[PreparedSegment], *, solo: bool = False, windowed: bool = False
-    ) -> list[SegmentAudio]:
-        super().run(batch, solo=solo)  # records the call and holds at the gate
-        return [SegmentAudio(tone(len(segment.params.text))) for segment in batch]
-
-
-def tone(chars: int) -> np.ndarray:
-    """Quiet, with a loud 30 ms burst every quarter second: peaky, as speech is."""
-    t = np.arange(chars * 160) / TONE_VOICE.sample_rate
-    level = np.where(t % 0.25 < 0.03, 1.2, 0.1)
-    return (level * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
 
 
 def calibration_speech() -> np.ndarray:
