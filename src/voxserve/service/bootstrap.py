@@ -19,7 +19,7 @@ from voxserve.engines.faulty import FaultPlan, FaultyEngine
 from voxserve.engines.piper import PiperEngine, SessionOptions
 from voxserve.engines.piper_decoder import WindowOptions
 from voxserve.engines.piper_voice import find_piper_models
-from voxserve.errors import ConfigError
+from voxserve.errors import ConfigError, VoxError
 from voxserve.frontend.phonemize import EspeakPhonemizer
 from voxserve.net.fetch import FetchOptions, UrlFetcher
 from voxserve.obs.telemetry import Telemetry, TelemetryOptions
@@ -125,8 +125,9 @@ class Services:
     text_stream: TextStreamOptions
 
     def warmup(self) -> None:
-        """Run every engine once. The default voice's engine failing raises (the server cannot serve); another
-        engine failing is logged and the server goes on without the warm-up."""
+        """Run every engine once, then measure the most used voices' loudness. The default voice's engine failing
+        raises (the server cannot serve); another engine failing, or a measurement, is logged and the server goes
+        on without it."""
         registry = self.speech.registry
         default_engine = registry.engine(registry.default_voice)
         for engine in registry.engines():
@@ -136,6 +137,10 @@ class Services:
                 if engine is default_engine:
                     raise
                 logger.exception("warm-up of engine %s failed; it stays loaded and may fail requests", engine.name)
+        try:
+            self.speech.measure_loudness()
+        except VoxError:
+            logger.exception("measuring the voices' loudness failed; each voice is measured on its first request")
         if self.speech.library is not None:
             self.speech.library.preload()
 
@@ -216,7 +221,7 @@ def build_speech_service(
     return SpeechService(
         registry, scheduler, speech_options(settings), audio_cache=audio_cache, telemetry=telemetry, library=library,
         converter=WorldConverter(settings.conversion_envelope_strength),
-        loudness=VoiceLoudness(loudness_options(settings), scheduler, max_segment_chars=settings.max_segment_chars),
+        loudness=VoiceLoudness(loudness_options(settings), scheduler),
     )  # fmt: skip
 
 

@@ -19,6 +19,7 @@ from voxserve.conversion.base import ConversionPlan
 from voxserve.conversion.cancellation import Cancellation
 from voxserve.engines.base import Engine
 from voxserve.errors import DeadlineExceededError
+from voxserve.frontend.segment import split_sentences
 from voxserve.scheduler.pool import Scheduler
 from voxserve.service.rendering import speak_through_scheduler
 from voxserve.types import VoiceInfo
@@ -35,6 +36,7 @@ CALIBRATION_TEXTS = (
     "The weather today will be mild, with clouds in the morning and sunshine later in the afternoon. Thank you for "
     "waiting; we will be with you in a moment. He opened the book, read a few lines aloud, and smiled.",
 )
+CALIBRATION_SENTENCES = [sentence for text in CALIBRATION_TEXTS for sentence in split_sentences(text)]
 MAX_GAIN_DB = 24.0  # a voice measured quieter than this below the target is lifted this far, no further
 _GAIN_ROUNDS = 4  # each round closes most of what the limiter took: 3 LU -> 0.3 -> 0.03
 _GAIN_TOLERANCE_DB = 0.05
@@ -72,12 +74,10 @@ class VoiceLoudness:
     continues at the level it started at)."""
 
     def __init__(
-        self, options: LoudnessOptions, scheduler: Scheduler, *, max_segment_chars: int, cache_size: int = 1024,
-        calibrations: int = 16,
-    ) -> None:  # fmt: skip
+        self, options: LoudnessOptions, scheduler: Scheduler, *, cache_size: int = 1024, calibrations: int = 16
+    ) -> None:
         self.options = options
         self._scheduler = scheduler
-        self._max_segment_chars = max_segment_chars
         self._gains: LruCache[tuple[str, float], float] = LruCache(cache_size)
         self._calibrations: LruCache[str, np.ndarray] = LruCache(calibrations)
         self._locks: dict[str, threading.Lock] = {}
@@ -117,10 +117,15 @@ class VoiceLoudness:
             if gain is None:
                 audio = self._calibrations.get(key)
                 if audio is None:
-                    audio = speak_through_scheduler(
-                        self._scheduler, engine, voice, CALIBRATION_TEXTS, max_segment_chars=self._max_segment_chars,
-                        cancellation=cancellation, tenant=tenant, purpose="loudness", noise=0.0,
-                    )  # fmt: skip
+                    # A sentence at a time, each admitted on its own: a server with a small queue (fewer places
+                    # than the calibration has sentences) can still measure its voices.
+                    audio = np.concatenate([
+                        speak_through_scheduler(
+                            self._scheduler, engine, voice, [sentence], max_segment_chars=len(sentence),
+                            cancellation=cancellation, tenant=tenant, purpose="loudness", noise=0.0,
+                        )
+                        for sentence in CALIBRATION_SENTENCES
+                    ])  # fmt: skip
                     if custom is not None:
                         audio = custom[1].apply(audio, voice.sample_rate)
                     self._calibrations.put(key, audio)

@@ -341,9 +341,7 @@ class SpeechService:
     ) -> None:  # fmt: skip
         self.registry = registry
         self.loudness = loudness or VoiceLoudness(
-            LoudnessOptions(normalize=False, target_lufs=-18.0, peak_ceiling_dbfs=-1.0),
-            scheduler,
-            max_segment_chars=options.max_segment_chars,
+            LoudnessOptions(normalize=False, target_lufs=-18.0, peak_ceiling_dbfs=-1.0), scheduler
         )
         self.library = library
         self._converter = converter or WorldConverter(options.conversion_envelope_strength)
@@ -542,11 +540,9 @@ class SpeechService:
             timestamps=timed,
         )
 
-    def warmup(self) -> None:
-        """Run each engine once, and measure the loudness of the voices clients use most: the default voice and
-        those the aliases name (any other voice is measured on its first response)."""
-        for engine in self.registry.engines():
-            engine.warmup()
+    def measure_loudness(self) -> None:
+        """Measure the loudness of the voices clients use most, at the server's target: the default voice and
+        those the aliases name (any other voice is measured on its first response). Blocking."""
         target = self.loudness.server_target
         if target is None:
             return

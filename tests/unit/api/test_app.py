@@ -11,10 +11,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fakes import FAKE_SERVER, FakeEngine
+from tests.fakes import FAKE_SERVER, TONE_VOICE, FakeEngine, ToneEngine
+from tests.unit.api.inprocess import running_app
 from voxserve.api.app import create_app
 from voxserve.engines.base import Engine
 from voxserve.service.bootstrap import Engines, build_services
+from voxserve.service.loudness import CALIBRATION_SENTENCES
 from voxserve.settings import Settings
 from voxserve.types import VoiceInfo
 
@@ -98,3 +100,19 @@ def test_another_engine_failing_its_warm_up_is_logged_and_the_server_serves(
     with caplog.at_level(logging.ERROR, logger="voxserve.service.bootstrap"):
         asyncio.run(serving(tmp_path, [FakeEngine(), OtherEngine()], check))
     assert "warm-up of engine other failed" in caplog.text
+
+
+def test_warm_up_measures_the_default_voices_loudness_so_its_first_request_does_not(tmp_path: Path) -> None:
+    engine = ToneEngine()
+
+    async def scenario() -> None:
+        fields = {**FAKE_SERVER, "default_voice": TONE_VOICE.id, "loudness_normalization": True}
+        async with running_app(Settings(**fields, data_dir=tmp_path), [engine]) as (app, _):  # type: ignore[arg-type]
+            assert engine.ran == CALIBRATION_SENTENCES
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+                response = await client.post("/v1/audio/speech", json={"input": "Hello there.", "voice": "tone"})
+            assert response.status_code == 200
+            assert engine.ran == [*CALIBRATION_SENTENCES, "Hello there."]
+
+    asyncio.run(scenario())

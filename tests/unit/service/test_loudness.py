@@ -13,25 +13,17 @@ from tests.fakes import TONE_VOICE, ToneEngine, tone
 from voxserve.audio.loudness import PeakLimiter, db_to_gain, integrated_lufs
 from voxserve.conversion.cancellation import Cancellation
 from voxserve.errors import DeadlineExceededError
-from voxserve.frontend.segment import segment_text
 from voxserve.scheduler.pool import Scheduler
-from voxserve.service.loudness import CALIBRATION_TEXTS, LoudnessOptions, VoiceLoudness
-
-MAX_SEGMENT_CHARS = 150
-CALIBRATION_SEGMENTS = [
-    piece
-    for text in CALIBRATION_TEXTS
-    for piece in segment_text(text, first_segment_max_chars=MAX_SEGMENT_CHARS, max_segment_chars=MAX_SEGMENT_CHARS)
-]
+from voxserve.service.loudness import CALIBRATION_SENTENCES, LoudnessOptions, VoiceLoudness
 
 
 def calibration_speech() -> np.ndarray:
-    return np.concatenate([tone(len(text)) for text in CALIBRATION_SEGMENTS])
+    return np.concatenate([tone(len(sentence)) for sentence in CALIBRATION_SENTENCES])
 
 
 def loudness(scheduler: Scheduler) -> VoiceLoudness:
     options = LoudnessOptions(normalize=True, target_lufs=-18.0, peak_ceiling_dbfs=-1.0)
-    return VoiceLoudness(options, scheduler, max_segment_chars=MAX_SEGMENT_CHARS)
+    return VoiceLoudness(options, scheduler)
 
 
 def limited_lufs(audio: np.ndarray, gain_db: float) -> float:
@@ -44,7 +36,7 @@ def test_the_gain_brings_the_limited_calibration_speech_to_each_target(scheduler
     engine, voices = ToneEngine(), loudness(scheduler)
     gains = {target: voices.gain_db(TONE_VOICE, engine, target, cancellation=Cancellation.after(10))
              for target in (-18.0, -30.0)}  # fmt: skip
-    assert engine.ran == CALIBRATION_SEGMENTS  # spoken once, through the scheduler, for both targets
+    assert engine.ran == CALIBRATION_SENTENCES  # spoken once, through the scheduler, for both targets
     for target, gain in gains.items():
         assert limited_lufs(calibration_speech(), gain) == pytest.approx(target, abs=0.1)
     # At -30 no peak reaches the ceiling; at -18 the limiter takes some loudness back, which the gain makes up.
@@ -61,7 +53,7 @@ def test_callers_of_one_voice_wait_for_one_calibration(scheduler: Scheduler) -> 
         engine.gate.set()
         gains = {future.result() for future in asked}
     assert len(gains) == 1
-    assert engine.ran == CALIBRATION_SEGMENTS
+    assert engine.ran == CALIBRATION_SENTENCES
 
 
 def test_a_caller_past_its_deadline_gets_504_and_the_next_caller_measures_again(scheduler: Scheduler) -> None:
