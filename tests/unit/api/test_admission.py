@@ -27,7 +27,9 @@ def settings(tmp_path: Path, **overrides: object) -> Settings:
     return Settings(
         **FAKE_SERVER, data_dir=tmp_path, workers=1,
         express_worker=False,  # one worker, so what runs when is exactly what the test holds or lets go
-        max_segment_chars=16, first_segment_max_chars=16, **overrides,
+        max_segment_chars=16, first_segment_max_chars=16,
+        crossfade_ms=0,  # a fake segment is a few samples: with no crossfade held back, its audio reaches the client
+        **overrides,
     )  # fmt: skip
 
 
