@@ -221,7 +221,7 @@ def build_speech_service(
     return SpeechService(
         registry, scheduler, speech_options(settings), audio_cache=audio_cache, telemetry=telemetry, library=library,
         converter=WorldConverter(settings.conversion_envelope_strength),
-        loudness=VoiceLoudness(loudness_options(settings), scheduler),
+        loudness=VoiceLoudness(loudness_options(settings), scheduler, store=settings.data_dir / "loudness.json"),
     )  # fmt: skip
 
 

@@ -7,9 +7,15 @@ the peak ceiling, whatever the gain or the conversion did."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 
 import numpy as np
 
@@ -40,6 +46,8 @@ CALIBRATION_SENTENCES = [sentence for text in CALIBRATION_TEXTS for sentence in 
 MAX_GAIN_DB = 24.0  # a voice measured quieter than this below the target is lifted this far, no further
 _GAIN_ROUNDS = 4  # each round closes most of what the limiter took: 3 LU -> 0.3 -> 0.03
 _GAIN_TOLERANCE_DB = 0.05
+_STORED_GAINS = 4096  # gains kept in the store file, oldest dropped first
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,10 +82,13 @@ class VoiceLoudness:
     continues at the level it started at)."""
 
     def __init__(
-        self, options: LoudnessOptions, scheduler: Scheduler, *, cache_size: int = 1024, calibrations: int = 16
-    ) -> None:
+        self, options: LoudnessOptions, scheduler: Scheduler, *, store: Path | None = None, cache_size: int = 1024,
+        calibrations: int = 16,
+    ) -> None:  # fmt: skip
         self.options = options
         self._scheduler = scheduler
+        self._store = store
+        self._stored = _read_store(store)
         self._gains: LruCache[tuple[str, float], float] = LruCache(cache_size)
         self._calibrations: LruCache[str, np.ndarray] = LruCache(calibrations)
         self._locks: dict[str, threading.Lock] = {}
@@ -115,25 +126,66 @@ class VoiceLoudness:
         try:
             gain = self._gains.get((key, target))
             if gain is None:
-                audio = self._calibrations.get(key)
-                if audio is None:
-                    # A sentence at a time, each admitted on its own: a server with a small queue (fewer places
-                    # than the calibration has sentences) can still measure its voices.
-                    audio = np.concatenate([
-                        speak_through_scheduler(
-                            self._scheduler, engine, voice, [sentence], max_segment_chars=len(sentence),
-                            cancellation=cancellation, tenant=tenant, purpose="loudness", noise=0.0,
-                        )
-                        for sentence in CALIBRATION_SENTENCES
-                    ])  # fmt: skip
-                    if custom is not None:
-                        audio = custom[1].apply(audio, voice.sample_rate)
-                    self._calibrations.put(key, audio)
-                gain = self._gain_to(audio, voice.sample_rate, target)
+                speak = partial(self._speak, engine, voice, cancellation=cancellation, tenant=tenant)
+                gain = self._measured(voice, key, target, custom, speak)
                 self._gains.put((key, target), gain)
             return gain
         finally:
             lock.release()
+
+    def _measured(
+        self, voice: VoiceInfo, key: str, target: float, custom: tuple[str, ConversionPlan] | None,
+        speak: Callable[[list[str]], np.ndarray],
+    ) -> float:  # fmt: skip
+        """A built-in voice's gain from the store when its first calibration sentence still sounds the same (the
+        same model, byte for byte: a voice whose file changed is measured again); otherwise measured."""
+        audio = self._calibrations.get(key)
+        stored_key = None
+        if audio is None and custom is None and self._store is not None:
+            first = speak(CALIBRATION_SENTENCES[:1])
+            fingerprint = hashlib.sha256(first.tobytes()).hexdigest()[:16]
+            stored_key = f"{voice.engine}:{voice.id}:{fingerprint}:{target}:{self.options.peak_ceiling_dbfs}"
+            if stored_key in self._stored:
+                return self._stored[stored_key]
+            audio = np.concatenate([first, speak(CALIBRATION_SENTENCES[1:])])
+        if audio is None:
+            audio = speak(CALIBRATION_SENTENCES)
+            if custom is not None:
+                audio = custom[1].apply(audio, voice.sample_rate)
+        self._calibrations.put(key, audio)
+        gain = self._gain_to(audio, voice.sample_rate, target)
+        if stored_key is not None:
+            self._remember(stored_key, gain)
+        return gain
+
+    def _speak(
+        self, engine: Engine, voice: VoiceInfo, sentences: list[str], *, cancellation: Cancellation, tenant: str
+    ) -> np.ndarray:
+        # A sentence at a time, each admitted on its own: a server with a small queue (fewer places than the
+        # calibration has sentences) can still measure its voices.
+        return np.concatenate([
+            speak_through_scheduler(
+                self._scheduler, engine, voice, [sentence], max_segment_chars=len(sentence),
+                cancellation=cancellation, tenant=tenant, purpose="loudness", noise=0.0,
+            )
+            for sentence in sentences
+        ])  # fmt: skip
+
+    def _remember(self, stored_key: str, gain: float) -> None:
+        """Add a measured gain to the store file (written whole, then renamed into place: never half written)."""
+        assert self._store is not None
+        with self._locks_lock:
+            self._stored[stored_key] = gain
+            while len(self._stored) > _STORED_GAINS:
+                del self._stored[next(iter(self._stored))]
+            try:
+                self._store.parent.mkdir(parents=True, exist_ok=True)
+                partial_file = self._store.with_suffix(".tmp")
+                partial_file.write_text(json.dumps(self._stored), encoding="utf-8")
+                os.replace(partial_file, self._store)
+            except OSError:
+                logger.warning("could not write the loudness store %s; voices are measured again at restart",
+                               self._store, exc_info=True)  # fmt: skip
 
     def _gain_to(self, audio: np.ndarray, sample_rate: int, target: float) -> float:
         """The gain (dB) that brings `audio`, limited, to `target` LUFS; 0 for silence."""
@@ -154,3 +206,16 @@ class VoiceLoudness:
     def _lock(self, key: str) -> threading.Lock:
         with self._locks_lock:
             return self._locks.setdefault(key, threading.Lock())
+
+
+def _read_store(store: Path | None) -> dict[str, float]:
+    """The gains measured by earlier runs; none when the file is missing, and none (with a warning) when it is not
+    what this module writes."""
+    if store is None or not store.is_file():
+        return {}
+    try:
+        stored = json.loads(store.read_text(encoding="utf-8"))
+        return {str(key): float(value) for key, value in stored.items()}
+    except (OSError, ValueError, TypeError, AttributeError):
+        logger.warning("ignoring the unreadable loudness store %s; voices are measured again", store)
+        return {}

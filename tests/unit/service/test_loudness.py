@@ -3,8 +3,11 @@ deadline; its gain brings that speech, limited, to the target."""
 
 from __future__ import annotations
 
+import json
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +15,7 @@ import pytest
 from tests.fakes import TONE_VOICE, ToneEngine, tone
 from voxserve.audio.loudness import PeakLimiter, db_to_gain, integrated_lufs
 from voxserve.conversion.cancellation import Cancellation
+from voxserve.engines.base import PreparedSegment, SegmentAudio
 from voxserve.errors import DeadlineExceededError
 from voxserve.scheduler.pool import Scheduler
 from voxserve.service.loudness import CALIBRATION_SENTENCES, LoudnessOptions, VoiceLoudness
@@ -75,3 +79,43 @@ def test_a_level_without_a_target_only_limits_and_measures_nothing(scheduler: Sc
     out = np.concatenate([level.push(loud), level.flush()])
     assert np.max(np.abs(out)) <= db_to_gain(-1.0)
     assert engine.ran == []
+
+
+class LouderToneEngine(ToneEngine):
+    """The same voice id, another model: twice as loud."""
+
+    def run(
+        self, batch: Sequence[PreparedSegment], *, solo: bool = False, windowed: bool = False
+    ) -> list[SegmentAudio]:
+        return [SegmentAudio(audio.samples * 2) for audio in super().run(batch, solo=solo)]
+
+
+def stored(scheduler: Scheduler, store: Path) -> VoiceLoudness:
+    options = LoudnessOptions(normalize=True, target_lufs=-18.0, peak_ceiling_dbfs=-1.0)
+    return VoiceLoudness(options, scheduler, store=store)
+
+
+def test_a_gain_is_kept_across_restarts_while_the_voice_sounds_the_same(scheduler: Scheduler, tmp_path: Path) -> None:
+    store = tmp_path / "loudness.json"
+    first_run, second_run = ToneEngine(), ToneEngine()
+    gain = stored(scheduler, store).gain_db(TONE_VOICE, first_run, -18.0, cancellation=Cancellation.after(10))
+    assert first_run.ran == CALIBRATION_SENTENCES
+    again = stored(scheduler, store).gain_db(TONE_VOICE, second_run, -18.0, cancellation=Cancellation.after(10))
+    assert again == gain
+    assert second_run.ran == CALIBRATION_SENTENCES[:1]  # only the fingerprint sentence
+
+
+def test_a_voice_whose_model_changed_is_measured_again(scheduler: Scheduler, tmp_path: Path) -> None:
+    store = tmp_path / "loudness.json"
+    gain = stored(scheduler, store).gain_db(TONE_VOICE, ToneEngine(), -30.0, cancellation=Cancellation.after(10))
+    louder = LouderToneEngine()
+    changed = stored(scheduler, store).gain_db(TONE_VOICE, louder, -30.0, cancellation=Cancellation.after(10))
+    assert louder.ran == CALIBRATION_SENTENCES
+    assert changed == pytest.approx(gain - 6.02, abs=0.05)
+
+
+def test_an_unreadable_store_is_ignored_and_written_anew(scheduler: Scheduler, tmp_path: Path) -> None:
+    store = tmp_path / "loudness.json"
+    store.write_text("{not json", encoding="utf-8")
+    gain = stored(scheduler, store).gain_db(TONE_VOICE, ToneEngine(), -18.0, cancellation=Cancellation.after(10))
+    assert list(json.loads(store.read_text(encoding="utf-8")).values()) == [gain]
