@@ -32,14 +32,13 @@ import soxr
 from fair_share import report_header
 
 from voxserve.audio.decode import decode_audio
-from voxserve.audio.encode import create_encoder
 from voxserve.bench.asr import transcribe, word_error_rate
+from voxserve.bench.quality import speak, wav
 from voxserve.conversion.features import extract_voice_features, speech_level_dbfs
 from voxserve.conversion.world_converter import reshape_voice
 from voxserve.obs.trace import RequestTrace
 from voxserve.service.bootstrap import build_conversion_service, build_speech_service
 from voxserve.service.conversion import ConversionJob, ConversionService, Upload
-from voxserve.service.speech import SpeechJob
 from voxserve.settings import Settings
 from voxserve.types import AudioChunk
 
@@ -59,15 +58,6 @@ class Voice:
     name: str
     source: AudioChunk
     reference: AudioChunk
-
-
-def speak(service, voice: str, text: str) -> AudioChunk:
-    async def collect() -> AudioChunk:
-        stream = service.open(SpeechJob(text=text, voice=voice, response_format="wav", use_cache=False))
-        chunks = [chunk.samples async for chunk in stream.audio()]
-        return AudioChunk(np.concatenate(chunks), stream.sample_rate)
-
-    return asyncio.run(collect())
 
 
 def build_voices() -> dict[str, Voice]:
@@ -131,11 +121,6 @@ DEGRADED_PAIRS = (
     ("joe", "joe-high-phone"), ("joe", "joe-high-noisy-phone"), ("joe", "joe-high-mp3-16k"),
     ("joe-phone", "joe-high-phone"),
 )  # fmt: skip
-
-
-def wav(audio: AudioChunk) -> bytes:
-    encoder = create_encoder("wav", audio.sample_rate)
-    return encoder.encode(audio.samples) + encoder.flush()
 
 
 async def convert(conversion: ConversionService, source: AudioChunk, target: AudioChunk) -> tuple[AudioChunk, float]:

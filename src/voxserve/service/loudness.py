@@ -31,8 +31,8 @@ from voxserve.service.rendering import speak_through_scheduler
 from voxserve.types import VoiceInfo
 
 # About 30 s of ordinary speech (statements, a question, lists, dialogue): long enough that a voice's gain does not
-# hang on one peaky sentence (single paragraphs put the corpus anywhere from -17.3 to -18.6 LUFS; these three
-# together put it at -17.7 for the bundled voice).
+# hang on one peaky sentence (calibrated on one paragraph alone, the corpus landed further from the target in a
+# trial; `benchmarks/quality.py` measures where these three put it).
 CALIBRATION_TEXTS = (
     "Good morning. Your order has shipped and should arrive on Friday. If you have any questions about the "
     "delivery, reply to this message and someone from our team will get back to you within a day.",
