@@ -110,6 +110,7 @@ class Settings(BaseSettings):
     diagnostics_window_s: float = Field(300.0, gt=0, description="How far back diagnostics and summaries look.")
     metrics_endpoint: bool = True
     diagnostics_endpoints: bool = True
+    ui_enabled: bool = Field(True, description="Serve the web playground and dashboard at `/`.")
     profile_dir: Path | None = Field(None, description="Where profiler captures are written; None = a temp dir.")
     profile_keep: int = Field(5, ge=1, description="Profiler captures kept on disk; older ones are deleted.")
 

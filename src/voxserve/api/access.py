@@ -24,8 +24,12 @@ from voxserve.storage.keys import KeyLimits
 LEASE_KEY = "voxserve_lease"
 PRINCIPAL_KEY = "voxserve_principal"
 UNLIMITED = KeyLimits(0, 0, 0)
-# Probes, the schema, and /metrics (which has its own rule, `metrics_access`) answer without a key.
-OPEN_PATHS = frozenset({"/health", "/ready", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+# Probes, the schema, the playground's static page (it holds no data: its calls carry the key the user types in)
+# and /metrics (which has its own rule, `metrics_access`) answer without a key.
+OPEN_PATHS = frozenset({
+    "/health", "/ready", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/",
+})  # fmt: skip
+OPEN_PREFIXES = ("/ui/",)
 
 
 @functools.cache
@@ -124,4 +128,5 @@ class AuthenticationMiddleware:
 
 def _needs_key(scope: Scope) -> bool:
     """CORS preflights carry no credentials by design."""
-    return scope["method"] != "OPTIONS" and scope["path"] not in OPEN_PATHS
+    path = scope["path"]
+    return scope["method"] != "OPTIONS" and path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES)

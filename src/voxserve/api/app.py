@@ -22,6 +22,7 @@ from voxserve.api import (
     metrics,
     speech,
     text_stream,
+    ui,
     voices,
 )
 from voxserve.api.access import AuthenticationMiddleware, LimitHeadersMiddleware
@@ -80,6 +81,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         app.include_router(metrics.router_for(settings.metrics_auth))
     if settings.diagnostics_endpoints:
         app.include_router(diagnostics.router)
+    if settings.ui_enabled:
+        app.include_router(ui.router)
     _add_middleware(app, state, settings)
     install_error_handlers(app)
     return app

@@ -1,4 +1,5 @@
-"""`/diagnostics/*`: performance snapshot, bottleneck diagnosis, in-process benchmark, profiler captures."""
+"""`/diagnostics/*`: performance snapshot, bottleneck diagnosis, a live series for dashboards, in-process
+benchmark, profiler captures."""
 
 from __future__ import annotations
 
@@ -41,6 +42,13 @@ async def performance(diagnostics: Diagnostics = Depends(get_diagnostics)) -> di
 @router.get("/bottleneck")
 async def bottleneck(diagnostics: Diagnostics = Depends(get_diagnostics)) -> dict[str, object]:
     return await asyncio.to_thread(diagnostics.bottleneck)
+
+
+@router.get("/live")
+async def live(
+    bucket_s: float = Query(5.0, ge=1.0, le=60.0), diagnostics: Diagnostics = Depends(get_diagnostics)
+) -> dict[str, object]:
+    return await asyncio.to_thread(diagnostics.live, bucket_s)
 
 
 @router.post("/benchmark")

@@ -103,8 +103,8 @@ class RequestTrace:
         return dict(sorted(totals.items(), key=lambda item: _stage_order(item[0])))
 
     def summary(self) -> dict[str, object]:
-        """A JSON-ready account of the request: stage seconds and counts, each model call, totals, real-time
-        factor and characters per second."""
+        """A JSON-ready account of the request: stage seconds and counts, each model call, every span from the
+        request's start (a waterfall), totals, real-time factor and characters per second."""
         spans = self.spans()
         counts: dict[str, int] = {}
         for span in spans:
@@ -117,6 +117,7 @@ class RequestTrace:
             "model_calls": [
                 {"duration_s": round(span.duration_s, 6), **span.detail} for span in spans if span.stage == "model"
             ],
+            "spans": [self._span_dict(span) for span in sorted(spans, key=lambda span: span.start_s)],
             "time_to_first_audio_s": None if self.first_audio_s is None else round(self.first_audio_s, 6),
             "total_s": round(total, 6),
             "input_chars": self.input_chars,
@@ -125,6 +126,10 @@ class RequestTrace:
             "rtf": round(total / self.audio_s, 6) if self.audio_s else None,
             "chars_per_s": round(self.input_chars / total, 3) if total > 0 else None,
         }
+
+    def _span_dict(self, span: Span) -> dict[str, object]:
+        start_s = round(span.start_s - self.started_at, 6)
+        return {"stage": span.stage, "start_s": start_s, "duration_s": round(span.duration_s, 6), **span.detail}
 
     def server_timing(self) -> str:
         """The stages as a `Server-Timing` header value (durations in milliseconds)."""

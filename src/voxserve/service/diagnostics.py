@@ -18,6 +18,7 @@ import psutil
 from voxserve.errors import ConflictError, InvalidRequestError
 from voxserve.obs.bottleneck import Evidence, diagnose
 from voxserve.obs.system import SystemSummary
+from voxserve.obs.timeline import timeline
 from voxserve.obs.trace import RequestTrace, sum_stages
 from voxserve.obs.window import WindowStats, percentile
 from voxserve.service.speech import SpeechJob, SpeechService
@@ -39,6 +40,7 @@ BENCHMARK_CORPUS = (
     "regarded as a bad move.",
 )
 MAX_BENCHMARK_S = 120.0
+LIVE_BUCKETS = 60  # the live view's series: 60 buckets of `bucket_s`
 MAX_BENCHMARK_CONCURRENCY = 16
 _PACKAGES = ("voxserve", "onnxruntime", "numpy", "av", "soxr", "fastapi", "uvicorn", "prometheus-client",
              "nvidia-ml-py", "torch")  # fmt: skip
@@ -122,10 +124,7 @@ class Diagnostics:
                 "driver": telemetry.gpu.driver or None,
                 "devices": [gpu.as_dict() for gpu in telemetry.gpu.read()],
             },
-            "queue": {
-                "depth_segments": self._speech.scheduler.queue_depth(),
-                "pending_audio_s": round(self._speech.scheduler.pending_audio_s(), 3),
-            },
+            "queue": self._queue(),
             "event_loop_lag": loop_lag,
             "window": stats.as_dict(),
             "telemetry": telemetry.enabled,
@@ -141,6 +140,35 @@ class Diagnostics:
             "system": None if system is None else system.as_dict(),
             "event_loop_lag": loop_lag,
             "findings": [finding.as_dict() for finding in diagnose(evidence)],
+        }
+
+    def _queue(self) -> dict[str, object]:
+        scheduler = self._speech.scheduler
+        return {"depth_segments": scheduler.queue_depth(), "pending_audio_s": round(scheduler.pending_audio_s(), 3)}
+
+    def live(self, bucket_s: float = 5.0) -> dict[str, object]:
+        """What a dashboard polls: the recent window as a series of `bucket_s` buckets, the queue now, the
+        findings in words, and each GPU now."""
+        telemetry = self._speech.telemetry
+        now = time.monotonic()
+        series = timeline(
+            telemetry.window.records(), telemetry.system.samples(now - bucket_s * LIVE_BUCKETS), now, bucket_s,
+            LIVE_BUCKETS,
+        )  # fmt: skip
+        latest = telemetry.system.samples(now - 2 * bucket_s)[-1:]
+        return {
+            "bucket_s": bucket_s,
+            "timeline": series,
+            "queue": self._queue(),
+            "cpu": None
+            if not latest
+            else {
+                "process_cores": round(latest[0].process_cpu_cores, 4),
+                "system_ratio": round(latest[0].system_cpu_ratio, 4),
+                "cores": len(latest[0].per_core_ratio),
+            },
+            "gpus": [gpu.as_dict() for gpu in (latest[0].gpus if latest else ())],
+            **self.bottleneck(),
         }
 
     async def benchmark(

@@ -93,6 +93,17 @@ def test_trace_summary_and_server_timing() -> None:
     assert trace.server_timing().startswith("phonemize;dur=1.00, queue;dur=10.00, model;dur=150.00")
 
 
+def test_trace_summary_lists_every_span_from_the_requests_start_in_time_order() -> None:
+    trace = RequestTrace("r1")
+    trace.add("model", 0.05, start_s=trace.started_at + 0.02, segment=1)
+    trace.add("phonemize", 0.01, start_s=trace.started_at)
+    spans = trace.summary()["spans"]
+    assert spans == [
+        {"stage": "phonemize", "start_s": 0.0, "duration_s": 0.01},
+        {"stage": "model", "start_s": 0.02, "duration_s": 0.05, "segment": 1},
+    ]
+
+
 def test_disabled_trace_records_nothing() -> None:
     trace = RequestTrace(enabled=False)
     with trace.stage("model"):
