@@ -49,7 +49,7 @@ function render(live) {
   if (queueSeries.length > QUEUE_POINTS) queueSeries.shift();
   chart("chart-throughput", live.timeline.map((point) => point.audio_s_per_s), "audio s per s");
   chart("chart-ttfa", live.timeline.map((point) => (point.ttfa_p95_s == null ? null : point.ttfa_p95_s * 1000)), "ms");
-  chart("chart-queue", queueSeries, "segments");
+  chart("chart-queue", queueSeries, "segments", QUEUE_POINTS);
   chart("chart-cpu", live.timeline.map((point) => point.cpu_cores), "cores");
   const findings = live.findings.map((finding) => {
     const item = document.createElement("li");
@@ -71,7 +71,8 @@ function ms(seconds) {
 }
 
 // A line over the series (gaps where a point is null), scaled to its own maximum, labelled for screen readers.
-function chart(id, values, unit) {
+// `slots` x positions, the newest at the right edge (a series still filling up starts part way across).
+function chart(id, values, unit, slots = values.length) {
   const canvas = $(id);
   const context = canvas.getContext("2d");
   const { width, height } = canvas;
@@ -87,12 +88,13 @@ function chart(id, values, unit) {
   context.lineWidth = 2;
   context.beginPath();
   let drawing = false;
+  const xOf = (index) => (slots > 1 ? ((slots - values.length + index) / (slots - 1)) * width : width);
   values.forEach((value, index) => {
     if (value == null) {
       drawing = false;
       return;
     }
-    const x = values.length > 1 ? (index / (values.length - 1)) * width : width;
+    const x = xOf(index);
     const y = height - 4 - (value / top) * (height - 16);
     if (drawing) context.lineTo(x, y);
     else context.moveTo(x, y);
@@ -102,8 +104,7 @@ function chart(id, values, unit) {
   context.fillStyle = "#0b5cad";
   values.forEach((value, index) => {
     if (value == null) return;
-    const x = values.length > 1 ? (index / (values.length - 1)) * width : width;
-    context.fillRect(x - 2, height - 6 - (value / top) * (height - 16), 4, 4);
+    context.fillRect(xOf(index) - 2, height - 6 - (value / top) * (height - 16), 4, 4);
   });
   context.fillStyle = "#1b1f24";
   context.font = "12px system-ui, sans-serif";

@@ -15,6 +15,7 @@ export function setUpLive() {
   $("live-connect").addEventListener("click", connect);
   $("live-close").addEventListener("click", () => socket?.close(1000));
   $("live-flush").addEventListener("click", () => send({ type: "input_text.flush" }));
+  $("live-end").addEventListener("click", () => send({ type: "input_text.end" }));
   $("live-cancel").addEventListener("click", () => {
     send({ type: "response.cancel" });
     resetPlayer();
@@ -70,7 +71,7 @@ function resetPlayer() {
 function connected(open) {
   $("live-status").textContent = open ? "Connected: type, and the server speaks each finished sentence." : "Not connected.";
   $("live-connect").disabled = open;
-  for (const id of ["live-flush", "live-cancel", "live-close", "live-text"]) $(id).disabled = !open;
+  for (const id of ["live-flush", "live-end", "live-cancel", "live-close", "live-text"]) $(id).disabled = !open;
   if (open) {
     sent = $("live-text").value.length;
     $("live-text").focus();
@@ -102,7 +103,11 @@ function onEvent(event) {
     for (const other of list.querySelectorAll("li.playing")) other.classList.remove("playing");
     item.classList.add("playing");
     list.append(item);
+  } else if (event.type === "segment.done") {
+    const item = list.querySelector(`li[data-response="${CSS.escape(event.response_id)}"][data-segment="${event.segment}"]`);
+    item?.classList.remove("playing");
   } else if (event.type === "done") {
+    for (const other of list.querySelectorAll("li.playing")) other.classList.remove("playing");
     $("live-status").textContent = `Spoken: ${event.usage?.audio_seconds?.toFixed?.(2) ?? "?"} s of audio (${event.status}).`;
   } else if (event.type === "error") {
     showError($("live-error"), new ApiError(event.error?.message || "the session failed", 0, event.error?.code));
