@@ -111,6 +111,20 @@ class Settings(BaseSettings):
     metrics_endpoint: bool = True
     diagnostics_endpoints: bool = True
     ui_enabled: bool = Field(True, description="Serve the web playground and dashboard at `/`.")
+
+    # `voxserve cluster serve` (Ray Serve, the `ray` extra).
+    cluster_address: str | None = Field(None, description="Ray cluster to join; None starts one on this machine.")
+    cluster_replicas: int = Field(2, ge=1, description="Model replicas (the fewest, when autoscaling).")
+    cluster_max_replicas: int = Field(0, ge=0, description="Autoscale up to this many replicas; 0 = fixed count.")
+    cluster_target_ongoing_requests: float = Field(
+        2.0, gt=0, description="Autoscaling aims at this many model calls in flight per replica."
+    )
+    cluster_replica_cpus: float = Field(1.0, gt=0, description="CPUs each model replica reserves (Ray num_cpus).")
+    cluster_replica_gpus: float = Field(0.0, ge=0, description="GPUs each model replica reserves (Ray num_gpus).")
+    cluster_replica_workers: int = Field(
+        0, ge=0, description="Model calls one replica runs at once; 0 = one per reserved CPU."
+    )
+    cluster_ingress_cpus: float = Field(1.0, ge=0, description="CPUs the ingress (the HTTP API) reserves.")
     profile_dir: Path | None = Field(None, description="Where profiler captures are written; None = a temp dir.")
     profile_keep: int = Field(5, ge=1, description="Profiler captures kept on disk; older ones are deleted.")
 

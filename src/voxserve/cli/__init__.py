@@ -1,11 +1,13 @@
-"""`voxserve serve | say | convert | voices | keys | job | tune | bench | profile`: the `app` and its wiring; each
-command lives in the module of its concern (`serving`, `speech`, `keys`, `jobs`, `tuning`, `profiling`)."""
+"""`voxserve serve | say | convert | voices | keys | job | tune | bench | profile | cluster`: the `app` and its
+wiring; each command lives in the module of its concern (`serving`, `speech`, `keys`, `jobs`, `tuning`,
+`profiling`, `cluster`)."""
 
 from __future__ import annotations
 
 import typer
 
 from voxserve.bench.command import bench_app
+from voxserve.cli.cluster import cluster_app
 from voxserve.cli.jobs import job_app
 from voxserve.cli.keys import keys_app
 from voxserve.cli.profiling import profile_app
@@ -26,3 +28,4 @@ app.add_typer(profile_app, name="profile")
 app.add_typer(voices_app, name="voices")
 app.add_typer(keys_app, name="keys")
 app.add_typer(job_app, name="job")
+app.add_typer(cluster_app, name="cluster")

@@ -15,8 +15,9 @@ def timeline(
     records: Sequence[RequestRecord], samples: Sequence[SystemSample], now: float, bucket_s: float, buckets: int
 ) -> list[dict[str, object]]:
     """`buckets` buckets of `bucket_s` ending at `now` (`time.monotonic`). Each: its start relative to now
-    (`start_s`, negative), requests and errors finished in it, audio seconds made per second, TTFA p50/p95 and
-    the process's mean CPU use in cores; `None` where the bucket has nothing to say."""
+    (`start_s`, negative), requests and errors finished in it, audio seconds made per second, TTFA p50/p95, the
+    process's mean CPU use in cores and the GPUs' mean utilization in percent; `None` where the bucket has nothing
+    to say."""
     start = now - bucket_s * buckets
     request_groups: list[list[RequestRecord]] = [[] for _ in range(buckets)]
     sample_groups: list[list[SystemSample]] = [[] for _ in range(buckets)]
@@ -45,6 +46,7 @@ def _point(
     ok = [record for record in records if record.ok]
     ttfas = np.array([record.ttfa_s for record in ok if record.ttfa_s is not None])
     ttfa_p50, ttfa_p95 = percentile(ttfas, 50), percentile(ttfas, 95)
+    utilizations = [gpu.utilization for sample in samples for gpu in sample.gpus if gpu.utilization is not None]
     return {
         "start_s": round(start_s, 3),
         "requests": len(ok),
@@ -53,4 +55,5 @@ def _point(
         "ttfa_p50_s": None if ttfa_p50 is None else round(ttfa_p50, 6),
         "ttfa_p95_s": None if ttfa_p95 is None else round(ttfa_p95, 6),
         "cpu_cores": round(float(np.mean([sample.process_cpu_cores for sample in samples])), 4) if samples else None,
+        "gpu_utilization": round(float(np.mean(utilizations)), 2) if utilizations else None,
     }

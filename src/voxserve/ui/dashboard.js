@@ -51,6 +51,8 @@ function render(live) {
   chart("chart-ttfa", live.timeline.map((point) => (point.ttfa_p95_s == null ? null : point.ttfa_p95_s * 1000)), "ms");
   chart("chart-queue", queueSeries, "segments", QUEUE_POINTS);
   chart("chart-cpu", live.timeline.map((point) => point.cpu_cores), "cores");
+  $("gpu-chart").hidden = !live.gpus.length;
+  if (live.gpus.length) chart("chart-gpu", live.timeline.map((point) => point.gpu_utilization), "%");
   const findings = live.findings.map((finding) => {
     const item = document.createElement("li");
     const summary = document.createElement("strong");
