@@ -112,3 +112,30 @@ def test_a_voice_registered_through_the_ingress_speaks(client: httpx.Client, tmp
     assert spoken.headers["x-voxserve-voice"] == voice
     samples, rate = decode(spoken.content)
     assert len(samples) / rate > 1.0
+
+
+def metric_total(client: httpx.Client, name: str) -> float:
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(client.get("/metrics").text)
+        for sample in family.samples
+        if sample.name == name
+    )
+
+
+def test_a_client_that_hangs_up_costs_the_replicas_no_more_work(client: httpx.Client) -> None:
+    """Its queued segments are dropped at the ingress (Ray cancels the request there when the client leaves);
+    only the model calls already running on a replica finish."""
+    text = " ".join(f"Sentence number {index} of a long reply that nobody will hear." for index in range(60))
+    cancelled_before = metric_total(client, "voxserve_segments_cancelled_total")
+    synthesized_before = metric_total(client, "voxserve_replica_segments_total")
+    body = {"input": text, "voice": "alloy", "response_format": "pcm"}
+    with client.stream("POST", "/v1/audio/speech", json=body, headers={"Cache-Control": "no-store"}) as response:
+        assert response.status_code == 200
+        next(response.iter_raw())
+    deadline = time.monotonic() + 60
+    while metric_total(client, "voxserve_segments_cancelled_total") - cancelled_before < 40:
+        assert time.monotonic() < deadline, "the ingress never dropped the request's queued segments"
+        time.sleep(0.2)
+    synthesized = metric_total(client, "voxserve_replica_segments_total") - synthesized_before
+    assert synthesized <= 15
