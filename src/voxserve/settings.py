@@ -125,6 +125,16 @@ class Settings(BaseSettings):
         0, ge=0, description="Model calls one replica runs at once; 0 = one per reserved CPU."
     )
     cluster_ingress_cpus: float = Field(1.0, ge=0, description="CPUs the ingress (the HTTP API) reserves.")
+    cluster_max_replicas_per_node: int = Field(
+        0, ge=0, description="At most this many model replicas on one node (spread for failures); 0 = no limit."
+    )
+    cluster_graceful_shutdown_s: float = Field(
+        20.0, ge=0, description="A model replica being stopped finishes its calls for up to this long."
+    )
+    cluster_autoscaling_config: dict[str, float] = Field(
+        default_factory=dict,
+        description="More of Ray Serve's autoscaling_config (upscale_delay_s, downscale_delay_s, look_back_period_s).",
+    )
     profile_dir: Path | None = Field(None, description="Where profiler captures are written; None = a temp dir.")
     profile_keep: int = Field(5, ge=1, description="Profiler captures kept on disk; older ones are deleted.")
 

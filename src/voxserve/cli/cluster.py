@@ -3,7 +3,6 @@ extra). Ray is imported only when the command runs."""
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Annotated
 
@@ -11,7 +10,7 @@ import typer
 
 from voxserve.cli.config import ConfigOption, VoicesDirOption, load_settings_or_exit
 from voxserve.cli.console import console
-from voxserve.service.bootstrap import build_access
+from voxserve.cli.serving import prepare_to_serve
 
 cluster_app = typer.Typer(help="Serve on a Ray cluster (pip install 'voxserve[ray]').", no_args_is_help=True)
 
@@ -29,20 +28,12 @@ def cluster_serve(
     config: ConfigOption = None,
 ) -> None:
     """Deploy the ingress and the model replicas, and serve until interrupted."""
-    from voxserve.api.guard import exposure_problem
-
     settings = load_settings_or_exit(
         config, cluster_address=address, host=host, port=port, cluster_replicas=replicas,
         cluster_max_replicas=max_replicas, cluster_replica_cpus=replica_cpus, cluster_replica_gpus=replica_gpus,
         voices_dir=voices_dir,
     )  # fmt: skip
-    access = build_access(settings)
-    problem = exposure_problem(settings.host, access.required, settings.insecure_no_auth)
-    access.store.close()
-    if problem:
-        console.print(f"[red]error:[/red] {problem}")
-        raise typer.Exit(2)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    prepare_to_serve(settings)
     try:
         import ray
         from ray import serve

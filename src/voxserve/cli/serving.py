@@ -35,19 +35,11 @@ def serve(
     config: ConfigOption = None,
 ) -> None:
     """Run the HTTP server (and the Wyoming server, with --wyoming)."""
-    from voxserve.api.guard import exposure_problem
-
     settings = load_settings_or_exit(
         config, host=host, port=port, voices_dir=voices_dir, insecure_no_auth=insecure_no_auth,
         wyoming_uri=wyoming, wyoming_zeroconf=wyoming_zeroconf,
     )  # fmt: skip
-    access = build_access(settings)
-    problem = exposure_problem(settings.host, access.required, settings.insecure_no_auth)
-    access.store.close()
-    if problem:
-        console.print(f"[red]error:[/red] {problem}")
-        raise typer.Exit(2)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    prepare_to_serve(settings)
     limit_malloc_arenas(settings.malloc_arena_max)
     server, state = uvicorn_server(settings, settings.port)
     server.run()
@@ -56,6 +48,19 @@ def serve(
     if state.fatal is not None:
         console.print(f"[red]error:[/red] {state.fatal}")
         raise typer.Exit(1)
+
+
+def prepare_to_serve(settings: Settings) -> None:
+    """Refuse (exit 2) a bind that would expose the API without keys; then set up logging."""
+    from voxserve.api.guard import exposure_problem
+
+    access = build_access(settings)
+    problem = exposure_problem(settings.host, access.required, settings.insecure_no_auth)
+    access.store.close()
+    if problem:
+        console.print(f"[red]error:[/red] {problem}")
+        raise typer.Exit(2)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def uvicorn_server(settings: Settings, port: int) -> tuple[uvicorn.Server, AppState]:

@@ -50,10 +50,13 @@ def build_application(settings: Settings) -> Application:
     options = cluster_options(settings)
     scaling: dict[str, Any] = (
         {"autoscaling_config": {"min_replicas": options.replicas, "max_replicas": options.max_replicas,
-                                "target_ongoing_requests": options.target_ongoing_requests}}
+                                "target_ongoing_requests": options.target_ongoing_requests,
+                                **settings.cluster_autoscaling_config}}
         if options.autoscaling
         else {"num_replicas": options.replicas}
     )  # fmt: skip
+    if settings.cluster_max_replicas_per_node:
+        scaling["max_replicas_per_node"] = settings.cluster_max_replicas_per_node
     # A replica's threads come from its reservation, not from the node's cores (other replicas share them).
     threads = max(1, int(options.replica_cpus // options.replica_workers))
     replica_settings = settings.model_copy(
@@ -70,6 +73,7 @@ def build_application(settings: Settings) -> Application:
         name="speech",
         ray_actor_options={"num_cpus": options.replica_cpus, "num_gpus": options.replica_gpus},
         max_ongoing_requests=options.replica_workers,
+        graceful_shutdown_timeout_s=settings.cluster_graceful_shutdown_s,
         **scaling,
     )
     # The ingress lives on the head node, beside the HTTP proxy and `data_dir` (jobs, keys, custom voices).

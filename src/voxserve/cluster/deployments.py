@@ -5,10 +5,12 @@ and `Ingress` (the whole HTTP API: the same FastAPI app, routes, keys and errors
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
 from starlette.types import ASGIApp
 
@@ -19,6 +21,9 @@ from voxserve.errors import VoxError
 from voxserve.frontend.phonemize import EspeakPhonemizer
 from voxserve.service.bootstrap import Engines, build_engines, build_services
 from voxserve.settings import Settings
+
+logger = logging.getLogger(__name__)
+REPLICA_ATTEMPTS = 3
 
 
 class SpeechReplica:
@@ -57,6 +62,12 @@ class Ingress:
         stats = ReplicaStats()
 
         def call(engine: str, batch: list[PreparedSegment], solo: bool) -> ReplicaResult:
+            # A replica that died (its node lost) sent nothing of this call: another replica runs it again.
+            for attempt in range(2, REPLICA_ATTEMPTS + 1):
+                try:
+                    return replica.run.remote(engine, batch, solo).result(timeout_s=timeout_s)
+                except RayActorError:
+                    logger.warning("a model replica died during a call; running it again (attempt %d)", attempt)
             return replica.run.remote(engine, batch, solo).result(timeout_s=timeout_s)
 
         local = build_engines(self._settings, EspeakPhonemizer())
