@@ -55,7 +55,18 @@ def test_the_ray_suite_passes_in_a_loopback_only_namespace(tmp_path: Path) -> No
         **os.environ, "VOXSERVE_RAY_NAMESPACE": "1", "RAY_USAGE_STATS_ENABLED": "0", "HOME": str(home),
         "RAY_TMPDIR": ray_dir, "PYTHONUNBUFFERED": "1",
     }  # fmt: skip
-    inner = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", str(INSIDE)]
+    inner = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "--durations=5",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:randomly",
+        str(INSIDE),
+    ]
     command = [
         "unshare", "--net", "--pid", "--fork", "--mount-proc", "--",
         "bash", "-c", 'ip link set lo up && exec "$@"', "inner", *inner,
