@@ -1,7 +1,9 @@
 """What Ray Serve costs on one machine: `voxserve serve` (2 workers x 1 thread) against `voxserve cluster serve`
 (2 model replicas x 1 CPU, the ingress beside them), the same requests at concurrency 1 and 8, alternating round
 by round so both see the same machine: throughput, TTFA p50/p95, the TTFA the Ray path adds at c=1, and peak
-memory over all of Ray's processes against the single server's.
+memory over all of Ray's processes against the single server's. A third peer, `voxserve serve` with
+`decode_windows = false`, separates what Ray itself adds to the first audio from what the cluster's lack of
+windowed first segments costs (a window's continuation cannot cross to another process).
 
 Ray's processes listen on every interface, so the benchmark runs itself in a loopback-only network and PID
 namespace (root; `unshare`), like the test suite does.
@@ -140,28 +142,34 @@ def main() -> None:
     lines = load_corpus(CORPUS)
     load_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="vxbench-") as single_dir, tempfile.TemporaryDirectory() as cluster_dir:
-        single, single_url = start_server({
+        single_env = {
             "VOXSERVE_DATA_DIR": single_dir, "VOXSERVE_WORKERS": "2", "VOXSERVE_INTRA_OP_THREADS": "1",
             "VOXSERVE_SOLO_INTRA_OP_THREADS": "1", "VOXSERVE_AUDIO_CACHE_BYTES": "0",
-        })  # fmt: skip
-        single_tree = {single.pid} | {child.pid for child in psutil.Process(single.pid).children(recursive=True)}
+        }  # fmt: skip
+        single, single_url = start_server(single_env)
+        unwindowed, unwindowed_url = start_server({**single_env, "VOXSERVE_DECODE_WINDOWS": "false"})
+        trees = {
+            name: {process.pid} | {child.pid for child in psutil.Process(process.pid).children(recursive=True)}
+            for name, process in (("single", single), ("single_no_windows", unwindowed))
+        }
         cluster_url = start_cluster(cluster_dir)
 
-        def ray_processes() -> list[psutil.Process]:
-            return [process for process in psutil.process_iter() if process.pid not in single_tree]
+        def processes_of(name: str) -> Callable[[], list[psutil.Process]]:
+            if name == "cluster":
+                servers = trees["single"] | trees["single_no_windows"]
+                return lambda: [process for process in psutil.process_iter() if process.pid not in servers]
+            return lambda: [psutil.Process(pid) for pid in trees[name]]
 
-        urls = {"single": single_url, "cluster": cluster_url}
+        urls = {"single": single_url, "single_no_windows": unwindowed_url, "cluster": cluster_url}
         results: dict[str, dict[str, list[dict[str, float]]]] = {name: {"c1": [], "c8": []} for name in urls}
-        peaks = {"single": 0, "cluster": 0}
+        peaks = dict.fromkeys(urls, 0)
         try:
             for url in urls.values():
                 level(url, lines[:8], 8)  # warm-up: arenas, caches, every replica
             for round_index in range(args.rounds):
-                order = ("single", "cluster") if round_index % 2 == 0 else ("cluster", "single")
+                order = list(urls) if round_index % 2 == 0 else list(reversed(urls))
                 for name in order:
-                    watch = PeakRss(
-                        (lambda: [psutil.Process(pid) for pid in single_tree]) if name == "single" else ray_processes
-                    )
+                    watch = PeakRss(processes_of(name))
                     c1 = [lines[(round_index * args.c1_requests + i) % len(lines)] for i in range(args.c1_requests)]
                     c8 = [lines[(round_index * args.c8_requests + i) % len(lines)] for i in range(args.c8_requests)]
                     results[name]["c1"].append(level(urls[name], c1, 1))
@@ -170,6 +178,7 @@ def main() -> None:
                     print(f"round {round_index + 1} {name}: c1 {results[name]['c1'][-1]} c8 {results[name]['c8'][-1]}")
         finally:
             stop_server(single)
+            stop_server(unwindowed)
     summary = summarize(results, peaks)
     print(json.dumps(summary, indent=2))
     if args.output:
@@ -177,6 +186,7 @@ def main() -> None:
             **report_header("cluster_overhead", lines, (load_start, os.getloadavg())),
             "setup": {
                 "single": "voxserve serve, workers 2, intra_op_threads 1", "format": "pcm (streamed)",
+                "single_no_windows": "the same with decode_windows = false",
                 "cluster": "voxserve cluster serve on one machine: 2 model replicas x 1 CPU x 1 worker, ingress "
                            "reserving 0 CPU; Ray 2.60 in a loopback-only namespace",
                 "rounds": args.rounds, "c1_requests": args.c1_requests, "c8_requests": args.c8_requests,
@@ -189,13 +199,14 @@ def main() -> None:
 
 def summarize(results: dict[str, dict[str, list[dict[str, float]]]], peaks: dict[str, int]) -> dict[str, object]:
     """Medians over rounds of each round's cluster / single ratio (and the TTFA the Ray path adds at c=1)."""
-    single, cluster = results["single"], results["cluster"]
+    single, cluster, unwindowed = results["single"], results["cluster"], results["single_no_windows"]
     rounds = range(len(single["c1"]))
 
     def ratio(level_name: str, metric: str) -> dict[str, object]:
         return spread([cluster[level_name][i][metric] / single[level_name][i][metric] for i in rounds])
 
     added_ms = [1000 * (cluster["c1"][i]["ttfa_p50_s"] - single["c1"][i]["ttfa_p50_s"]) for i in rounds]
+    ray_ms = [1000 * (cluster["c1"][i]["ttfa_p50_s"] - unwindowed["c1"][i]["ttfa_p50_s"]) for i in rounds]
     return {
         "cluster_vs_single": {
             "throughput_c1": ratio("c1", "audio_s_per_s"), "throughput_c8": ratio("c8", "audio_s_per_s"),
@@ -203,8 +214,9 @@ def summarize(results: dict[str, dict[str, list[dict[str, float]]]], peaks: dict
             "latency_p50_c8": ratio("c8", "latency_p50_s"),
         },
         "ttfa_added_p50_c1_ms": spread(added_ms),
+        "ttfa_added_p50_c1_vs_no_windows_ms": spread(ray_ms),
         "peak_rss_bytes": peaks,
-        "peak_rss_cluster_vs_single": round(peaks["cluster"] / peaks["single"], 2) if peaks["single"] else None,
+        "peak_rss_cluster_vs_single": round(peaks["cluster"] / peaks["single"], 2),
         "medians": {
             name: {level_name: {metric: round(statistics.median(r[metric] for r in runs), 4)
                                 for metric in runs[0]} for level_name, runs in levels.items()}
