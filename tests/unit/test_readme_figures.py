@@ -235,3 +235,45 @@ def test_the_conversion_table_is_the_committed_report() -> None:
         assert numbers(cells[4]) == [round(pair["f0_error"] * 100, 1), round(low * 100, 1), round(high * 100, 1)]
         assert numbers(cells[5]) + numbers(cells[6]) == [round(pair["cos_target"], 3), round(pair["cos_source"], 3)]
         assert cells[-1] == ("yes" if pair["pass"] else "no")
+
+
+CLUSTER_SECTION = README[README.index("**What it costs on one machine**") : README.index("Two nodes by hand")]
+
+
+def cluster_row(first_cell: str) -> list[float]:
+    line = next(line for line in CLUSTER_SECTION.splitlines() if line.startswith(f"| {first_cell}"))
+    return numbers(line.split("|", 2)[2])
+
+
+@pytest.mark.parametrize(
+    ("first_cell", "level", "metric", "ratio", "scale"),
+    [
+        ("c=1 throughput", "c1", "audio_s_per_s", "throughput_c1", 1),
+        ("c=8 throughput", "c8", "audio_s_per_s", "throughput_c8", 1),
+        ("c=1 TTFA p50", "c1", "ttfa_p50_s", "ttfa_p50_c1", 1000),
+        ("c=8 TTFA p95", "c8", "ttfa_p95_s", "ttfa_p95_c8", 1000),
+    ],
+)
+def test_the_cluster_table_is_the_committed_report(
+    first_cell: str, level: str, metric: str, ratio: str, scale: int
+) -> None:
+    cluster = report("cluster_overhead")
+    medians = cluster["medians"]
+    digits = 0 if scale == 1000 else 2
+    values = [
+        round(medians[peer][level][metric] * scale, digits) for peer in ("single", "single_no_windows", "cluster")
+    ]
+    spread = cluster["cluster_vs_single"][ratio]
+    expected = [*values, round(spread["median"], 2), round(spread["min"], 2), round(spread["max"], 2)]
+    assert cluster_row(first_cell) == expected
+
+
+def test_the_clusters_memory_and_first_audio_figures_are_the_committed_report() -> None:
+    cluster = report("cluster_overhead")
+    peaks = cluster["peak_rss_bytes"]
+    expected = [round(peaks[peer] / 2**20) for peer in ("single", "single_no_windows", "cluster")]
+    assert cluster_row("peak RSS") == [*expected, cluster["peak_rss_cluster_vs_single"]]
+    added, ray = cluster["ttfa_added_p50_c1_ms"], cluster["ttfa_added_p50_c1_vs_no_windows_ms"]
+    assert f"{round(added['median'])} ms ({round(added['min'])}-{round(added['max'])})" in CLUSTER_SECTION
+    assert f"{round(ray['median'])} ms ({round(ray['min'])}-{round(ray['max'])};" in CLUSTER_SECTION
+    assert f"{cluster['cluster_vs_single']['throughput_c8']['median']:.2f}x the audio" in CLUSTER_SECTION
