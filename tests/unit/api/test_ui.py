@@ -89,3 +89,25 @@ def test_the_live_series_covers_the_last_minutes_in_buckets(tmp_path: Path) -> N
     assert body["queue"]["depth_segments"] == 0
     assert json.dumps(body)  # JSON all the way down
     assert refused.status_code == 400
+
+
+def _luminance(color: str) -> float:
+    channels = [int(color[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def _contrast(a: str, b: str) -> float:
+    light, dark = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+@pytest.mark.parametrize(
+    ("text", "ground"),
+    [("ink", "paper"), ("muted", "paper"), ("muted", "ground"), ("accent-ink", "accent"), ("error", "error-ground"),
+     ("ink", "highlight"), ("ink", "ground")],
+)  # fmt: skip
+def test_text_colours_meet_wcag_aa_contrast(text: str, ground: str) -> None:
+    css = (Path(__file__).resolve().parents[3] / "src" / "voxserve" / "ui" / "style.css").read_text()
+    palette = dict(re.findall(r"--([\w-]+):\s*(#[0-9a-fA-F]{6})", css))
+    assert _contrast(palette[text], palette[ground]) >= 4.5
