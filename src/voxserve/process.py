@@ -10,6 +10,7 @@ import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from enum import StrEnum
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,28 @@ def lower_thread_priority(niceness: int) -> None:
         os.setpriority(os.PRIO_PROCESS, thread, min(os.getpriority(os.PRIO_PROCESS, thread) + niceness, 19))
     except OSError as exc:
         logger.warning("could not lower the priority of thread %s: %s", threading.current_thread().name, exc)
+
+
+class BackgroundPriority(StrEnum):
+    """Where background threads (long-form jobs) run on the CPU, below the rest of the server."""
+
+    IDLE = "idle"  # Linux's SCHED_IDLE class
+    LOW = "low"  # nice 19
+
+
+def lower_to_background(priority: BackgroundPriority) -> None:
+    """Put the calling thread below the rest of the server for good (an unprivileged thread cannot come back).
+    `IDLE` is Linux's SCHED_IDLE: the thread runs only on CPU time no other thread wants, and a waking thread of
+    normal priority takes its core at once; a nice value, even 19, still gets a share of a busy core and fills the
+    gaps between a live call's steps. Where SCHED_IDLE is missing, and for `LOW`, nice 19."""
+    idle_policy = getattr(os, "SCHED_IDLE", None)
+    if priority is BackgroundPriority.IDLE and idle_policy is not None and sys.platform == "linux":
+        try:
+            os.sched_setscheduler(threading.get_native_id(), idle_policy, os.sched_param(0))
+            return
+        except OSError as exc:
+            logger.warning("could not put thread %s in SCHED_IDLE: %s", threading.current_thread().name, exc)
+    lower_thread_priority(19)
 
 
 def prestarted_pool(

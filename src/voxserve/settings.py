@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     worker_niceness: int = Field(
         10, ge=0, le=19, description="On CPU, how far below the express worker the other workers' priority is."
     )
+    job_priority: Literal["idle", "low", "worker"] = Field(
+        "idle",
+        description="On CPU, where long-form jobs run: idle (SCHED_IDLE), low (nice 19), or worker (worker_niceness).",
+    )
 
     release_memory_idle_s: float = Field(
         10.0, ge=0, description="After this long without synthesis, engines give back pooled memory; 0 = never."

@@ -10,7 +10,10 @@ the other workers hold later segments back until it is done; under load each wor
 own share of the cores. On CPU an express worker takes only first segments and runs each on every core, so a new
 request's first audio never waits for a worker to finish a long segment; the other workers run at a lower OS
 priority (`worker_niceness`), so the express worker (and the event loop that streams audio out) gets the cores
-first, and they go on beside it rather than waiting it out.
+first, and they go on beside it rather than waiting it out. Background (long-form job) segments run lower still
+(`background_priority`, SCHED_IDLE on Linux): a worker hands each to a runner thread at that priority and waits
+for it, so a job takes only the CPU live speech leaves, even mid-segment (an unprivileged thread cannot raise its
+priority back, hence runners of their own rather than the worker lowering itself).
 
 Memory: once no segment has run for `release_memory_after_s`, the engines that ran give back the memory their
 runtimes pool (and glibc its free heap), so a burst's high-water mark does not stay with the process for good.
@@ -33,7 +36,13 @@ from voxserve.engines.base import Engine, PreparedSegment, SegmentAudio
 from voxserve.errors import DeadlineExceededError, EngineError, QueueFullError, VoxError
 from voxserve.obs.metrics import Metrics
 from voxserve.obs.trace import RequestTrace
-from voxserve.process import lower_thread_priority, release_free_heap
+from voxserve.process import (
+    BackgroundPriority,
+    lower_thread_priority,
+    lower_to_background,
+    prestarted_pool,
+    release_free_heap,
+)
 from voxserve.scheduler.queue import Job, Priority, SegmentQueue
 
 logger = logging.getLogger(__name__)
@@ -50,6 +59,7 @@ class SchedulerOptions:
     max_length_ratio: float = 1.5
     express_worker: bool = False  # one more worker that takes only first segments
     worker_niceness: int = 0  # how far below the rest of the server (express worker included) workers run
+    background_priority: BackgroundPriority | None = None  # of runners for background segments; None: on the workers
     release_memory_after_s: float = 0.0  # idle time before engines give back pooled memory; 0 = never
 
     def __post_init__(self) -> None:
@@ -138,6 +148,12 @@ class Scheduler:
         self._ran: dict[int, Engine] = {}  # engines that ran since memory was last released, by id
         self._closing = False
         self._service_s = 0.2  # running mean of one segment's engine time, for Retry-After
+        # A worker hands a background batch to one of these and waits: the batch runs below every live segment.
+        priority = options.background_priority
+        self._background_runners = (
+            prestarted_pool(options.workers, "voxserve-background", lower_to_background, (priority,))
+            if priority is not None else None
+        )  # fmt: skip
         self._threads = [
             threading.Thread(target=self._work, name=f"voxserve-worker-{index}", daemon=True)
             for index in range(options.workers)
@@ -224,6 +240,8 @@ class Scheduler:
         self._queue.close()
         for thread in self._threads:
             thread.join()
+        if self._background_runners is not None:
+            self._background_runners.shutdown()
 
     def _work(self) -> None:
         lower_thread_priority(self.options.worker_niceness)
@@ -308,7 +326,11 @@ class Scheduler:
             # first segments): under live load a window's context is decoded twice on cores that are all busy,
             # and the segment's whole audio is a longer head start for the one after it.
             windowed = live_alone and len(batch) == 1 and batch[0].windowed
-            synthesized = _synthesize(engine, batch, wide, windowed=windowed)
+            runners = self._background_runners if batch[0].background else None
+            if runners is None:
+                synthesized = _synthesize(engine, batch, wide, windowed=windowed)
+            else:
+                synthesized = runners.submit(_synthesize, engine, batch, wide, windowed=windowed).result()
             outputs = [self._continue(job, audio) for job, audio in zip(batch, synthesized, strict=True)]
         except VoxError as exc:
             error = exc

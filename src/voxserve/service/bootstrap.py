@@ -23,6 +23,7 @@ from voxserve.errors import ConfigError, VoxError
 from voxserve.frontend.phonemize import EspeakPhonemizer
 from voxserve.net.fetch import FetchOptions, UrlFetcher
 from voxserve.obs.telemetry import Telemetry, TelemetryOptions
+from voxserve.process import BackgroundPriority
 from voxserve.scheduler.pool import Scheduler, SchedulerOptions
 from voxserve.service.access import AccessControl
 from voxserve.service.conversion import ConversionService, ConversionServiceOptions
@@ -209,6 +210,7 @@ def build_speech_service(
             # A GPU call serves many segments at once; there the express lane and niceness buy nothing.
             express_worker=settings.express_worker and not built.on_gpu,
             worker_niceness=0 if built.on_gpu else settings.worker_niceness,
+            background_priority=None if built.on_gpu else job_priority(settings),
             release_memory_after_s=settings.release_memory_idle_s,
         ),
         metrics,
@@ -293,6 +295,11 @@ def library_options(settings: Settings) -> LibraryOptions:
     )
 
 
+def job_priority(settings: Settings) -> BackgroundPriority | None:
+    """Where job segments and a job's own work run on the CPU; None: on the workers, at `worker_niceness`."""
+    return None if settings.job_priority == "worker" else BackgroundPriority(settings.job_priority)
+
+
 def job_options(settings: Settings) -> JobOptions:
     return JobOptions(
         max_job_chars=settings.max_job_chars,
@@ -308,6 +315,7 @@ def job_options(settings: Settings) -> JobOptions:
         noise_scale=settings.noise_scale,
         noise_w=settings.noise_w,
         niceness=settings.worker_niceness,
+        background_priority=job_priority(settings),
     )
 
 

@@ -46,7 +46,7 @@ from voxserve.frontend.normalize import normalize_text
 from voxserve.frontend.segment import segment_text
 from voxserve.obs.metrics import Metrics
 from voxserve.obs.trace import RequestTrace
-from voxserve.process import lower_thread_priority, prestarted_pool
+from voxserve.process import BackgroundPriority, lower_thread_priority, lower_to_background, prestarted_pool
 from voxserve.scheduler.pool import Priority, Scheduler
 from voxserve.service.conversion import Upload
 from voxserve.service.job_audio import (
@@ -110,6 +110,7 @@ class JobOptions:
     noise_scale: float
     noise_w: float
     niceness: int = 0  # how far below interactive work the job's own CPU work (phonemes, writes, files) runs
+    background_priority: BackgroundPriority | None = None  # where it runs instead of at `niceness`
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +183,7 @@ class JobService:
         self._zip_lock = threading.Lock()
         # Phonemizing, checksumming and encoding a book are background work too: on the default executor they
         # would take the cores at the priority of the live requests the lane yields to.
-        self._executor = prestarted_pool(JOB_THREADS, "voxserve-jobs", lower_thread_priority, (options.niceness,))
+        self._executor = prestarted_pool(JOB_THREADS, "voxserve-jobs", _lower_job_thread, (options,))
 
     # lifecycle
 
@@ -681,3 +682,10 @@ def _item_voice(default: JobVoice, item: BatchItem, index: int) -> JobVoice:
         response_format=str(options.get("response_format", default.response_format)), speed=speed,
         loudness=default.loudness,
     )  # fmt: skip
+
+
+def _lower_job_thread(options: JobOptions) -> None:
+    if options.background_priority is None:
+        lower_thread_priority(options.niceness)
+    else:
+        lower_to_background(options.background_priority)

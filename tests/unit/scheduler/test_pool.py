@@ -15,6 +15,7 @@ from voxserve.engines.base import PreparedSegment, SegmentAudio
 from voxserve.errors import DeadlineExceededError, EngineError, QueueFullError
 from voxserve.obs.metrics import Metrics
 from voxserve.obs.trace import RequestTrace
+from voxserve.process import BackgroundPriority
 from voxserve.scheduler.pool import Priority, Reservation, Scheduler, SchedulerOptions
 from voxserve.types import SPOKEN_S_PER_CHAR, SynthesisParams
 
@@ -471,6 +472,37 @@ def test_workers_run_below_the_express_worker_and_the_rest_of_the_server(metrics
         pool.close()
     assert niceness == {"long": min(caller + 5, 19), "first": caller}
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == caller
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread scheduling classes are Linux's")
+@pytest.mark.parametrize("priority", list(BackgroundPriority))
+def test_background_segments_run_below_live_ones_and_the_workers_keep_their_priority(
+    metrics: Metrics, priority: BackgroundPriority
+) -> None:
+    engine, placed, threads = FakeEngine(), {}, {}
+
+    def on_run(texts: list[str]) -> None:
+        thread = threading.get_native_id()
+        placed[texts[0]] = (os.sched_getscheduler(thread), os.getpriority(os.PRIO_PROCESS, thread))
+        threads[texts[0]] = threading.current_thread().name
+
+    engine.on_run = on_run
+    caller = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    options = SchedulerOptions(workers=1, worker_niceness=3, background_priority=priority)
+    pool = Scheduler(options, metrics)
+    try:
+        submit(pool, engine, "job", Priority.BACKGROUND).result(timeout=5)
+        submit(pool, engine, "live").result(timeout=5)
+        engine.failure = RuntimeError("broken")
+        with pytest.raises(EngineError):  # an engine's failure reaches the request through the runner
+            submit(pool, engine, "broken", Priority.BACKGROUND).result(timeout=5)
+    finally:
+        pool.close()
+    below = (os.SCHED_IDLE, caller) if priority is BackgroundPriority.IDLE else (os.SCHED_OTHER, 19)
+    assert placed == {"job": below, "live": (os.SCHED_OTHER, min(caller + 3, 19)), "broken": below}
+    assert threads["job"].startswith("voxserve-background")
+    assert threads["live"].startswith("voxserve-worker")
+    assert os.sched_getscheduler(threading.get_native_id()) == os.SCHED_OTHER
 
 
 def test_background_segments_never_run_solo_and_interactive_ones_overtake_them(metrics: Metrics) -> None:
