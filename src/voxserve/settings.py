@@ -71,6 +71,9 @@ class Settings(BaseSettings):
 
     max_queue_size: int = Field(256, ge=0, description="Queued segments before new requests get 429; 0 = no limit.")
     request_timeout_s: float = Field(120.0, gt=0)
+    shutdown_timeout_s: float = Field(
+        20.0, gt=0, description="On SIGTERM, how long open responses (streams, job followers) may go on before closing."
+    )
     max_batch_size: int = Field(0, ge=0, description="Segments per engine call; 0 = 64 on a GPU, else 1.")
     max_queue_delay_ms: float = Field(2.0, ge=0)
     express_worker: bool = Field(

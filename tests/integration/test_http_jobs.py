@@ -163,6 +163,34 @@ def test_a_killed_job_resumes_by_itself_into_the_same_file(tmp_path: Path) -> No
                for a, b in zip(cues[len(first) :], second, strict=True))  # fmt: skip
 
 
+def test_a_stopping_server_closes_a_job_follower_after_its_shutdown_timeout(tmp_path: Path) -> None:
+    """uvicorn waits for open responses on SIGTERM; one client following a long job must not hold it for the job's
+    whole length. The job stays `running` on disk, to resume at the next start."""
+    data_dir = tmp_path / "data"
+    env = {**ENV, "VOXSERVE_DATA_DIR": str(data_dir), "VOXSERVE_SHUTDOWN_TIMEOUT_S": "1"}
+    server = ServerProcess.started(env, tmp_path / "server.log")
+    events: list[str] = []
+    try:
+        with client_of(server) as client:
+            job_id = str(submit(client, "\n\n".join([BOOK] * 20), "wav")["id"])  # minutes of work
+            with client.stream("GET", f"{JOBS}/{job_id}/events") as stream:
+                lines = stream.iter_lines()
+                events.append(next(line for line in lines if line.startswith("data:")))  # following it now
+                stopping = time.monotonic()
+                server.process.terminate()
+                with pytest.raises(httpx.RemoteProtocolError):  # closed under it, not ended with a final event
+                    events.extend(lines)
+            server.process.wait(timeout=60)
+            stopped_s = time.monotonic() - stopping
+    finally:
+        server.stop()
+    assert stopped_s < 30, f"the follower held the server {stopped_s:.0f} s"
+    assert not any('"completed"' in event for event in events)
+    status, done, total = stored_job(data_dir, job_id)
+    assert status == "running"
+    assert done < total
+
+
 def test_an_m4b_book_has_aac_audio_and_its_chapter_marks(tmp_path: Path) -> None:
     server = ServerProcess.started({**ENV, "VOXSERVE_DATA_DIR": str(tmp_path / "data")}, tmp_path / "server.log")
     try:

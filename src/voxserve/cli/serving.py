@@ -71,7 +71,12 @@ def uvicorn_server(settings: Settings, port: int) -> tuple[uvicorn.Server, AppSt
     from voxserve.api.app import create_app
 
     application = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(application, host=settings.host, port=port, log_level=settings.log_level))
+    # Without a bound, one client following a job (or any open stream) would hold a stopping server for hours.
+    config = uvicorn.Config(
+        application, host=settings.host, port=port, log_level=settings.log_level,
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,
+    )  # fmt: skip
+    server = uvicorn.Server(config)
     state: AppState = application.state.voxserve
     state.on_fatal = lambda: setattr(server, "should_exit", True)
     return server, state
